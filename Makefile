@@ -1,0 +1,44 @@
+# Gatehouse — common tasks. `make test` is what CI runs.
+GO      ?= go
+BIN     ?= bin/gatehouse
+PKGS    ?= ./...
+CONFIG  ?= examples/gatehouse.yaml
+
+.PHONY: build test test-short vet run validate bench e2e clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/gatehouse
+
+vet:
+	$(GO) vet $(PKGS)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+
+# The whole suite, race detector on. Tests that need Envoy or Docker skip
+# with an explicit message.
+test: vet
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+run: build
+	$(BIN) authz --config $(CONFIG)
+
+validate: build
+	$(BIN) validate --config $(CONFIG)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+e2e:
+	@if ! docker info >/dev/null 2>&1; then \
+	  echo "################################################################"; \
+	  echo "# SKIP e2e: no Docker engine on this machine."; \
+	  echo "# The compose e2e needs Docker; run 'make e2e' where Docker runs."; \
+	  echo "################################################################"; \
+	  exit 0; fi; \
+	  docker compose -f compose/docker-compose.yaml up --build --abort-on-container-exit
+
+clean:
+	rm -rf bin

@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/gatehouse-proxy/gatehouse/extauthz"
+	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
+	"github.com/gatehouse-proxy/gatehouse/extauthz/jwt"
+	"github.com/gatehouse-proxy/gatehouse/extauthz/policy"
+	"github.com/gatehouse-proxy/gatehouse/internal/admin"
+	"github.com/gatehouse-proxy/gatehouse/internal/config"
+	"github.com/gatehouse-proxy/gatehouse/internal/logging"
+	"github.com/gatehouse-proxy/gatehouse/internal/watch"
+)
+
+// commonFlags are shared by the server subcommands.
+type commonFlags struct {
+	config   string
+	logLevel string
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.config, "config", "gatehouse.yaml", "path of the Gatehouse config file (YAML)")
+	fs.StringVar(&c.logLevel, "log-level", "", "override log.level from the config: debug, info, warn or error")
+}
+
+// load reads the config file and builds the process logger from it.
+func (c *commonFlags) load(stderr io.Writer) (*config.Config, *slog.Logger, error) {
+	cfg, err := config.Load[config.Config](c.config)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.logLevel != "" {
+		cfg.Log.Level = c.logLevel
+	}
+	log, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, log, nil
+}
+
+func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("gatehouse "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: gatehouse %s [flags]\n\n%s\n\nFlags:\n", name, summary)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseArgs parses args; it returns the exit code to use when the command
+// must stop (help or a flag error) and ok=false.
+func parseArgs(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %v\n", fs.Args())
+		fs.Usage()
+		return 2, false
+	}
+	return 0, true
+}
+
+func runAuthz(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cf commonFlags
+	var listen, adminAddr, policyDir string
+	fs := newFlagSet("authz", "Runs the Envoy ext_authz gRPC server (envoy.service.auth.v3.Authorization):\nidentity from bearer JWTs and mTLS peer certificates, decisions from the\nRego policies in the policy directory, reloaded live.", stderr)
+	cf.register(fs)
+	fs.StringVar(&listen, "listen", "", "override listen.authz (gRPC host:port)")
+	fs.StringVar(&adminAddr, "admin", "", "override listen.admin (HTTP host:port for /healthz, /readyz, /metrics)")
+	fs.StringVar(&policyDir, "policies", "", "override authz.policies.dir")
+	if code, ok := parseArgs(fs, args); !ok {
+		return code
+	}
+	cfg, log, err := cf.load(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "gatehouse authz: %v\n", err)
+		return 1
+	}
+	override(&cfg.Listen.Authz, listen)
+	override(&cfg.Listen.Admin, adminAddr)
+	override(&cfg.Authz.Policies.Dir, policyDir)
+	if err := serveAuthz(ctx, cfg, log, stdout); err != nil {
+		log.Error("gatehouse authz stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func override(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+// serveAuthz runs the ext_authz server and its admin endpoints until ctx
+// ends.
+func serveAuthz(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	adm := admin.New(reg, log)
+
+	authzLis, err := net.Listen("tcp", cfg.Listen.Authz)
+	if err != nil {
+		return fmt.Errorf("listen.authz: %w", err)
+	}
+	adminLis, err := net.Listen("tcp", cfg.Listen.Admin)
+	if err != nil {
+		authzLis.Close()
+		return fmt.Errorf("listen.admin: %w", err)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	authzSrv, err := buildAuthz(ctx, g, cfg, log, reg, adm)
+	if err != nil {
+		authzLis.Close()
+		adminLis.Close()
+		return err
+	}
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(4<<20),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	authzSrv.Register(gs)
+
+	fmt.Fprintf(stdout, "gatehouse authz: ext_authz gRPC on %s, admin HTTP on %s\n", authzLis.Addr(), adminLis.Addr())
+	log.Info("ext_authz listening", "addr", authzLis.Addr().String(), "admin", adminLis.Addr().String())
+	g.Go(func() error { return gs.Serve(authzLis) })
+	g.Go(func() error { return adm.Serve(ctx, adminLis) })
+	g.Go(func() error {
+		<-ctx.Done()
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			gs.Stop()
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// buildAuthz assembles the ext_authz server from the config: the policy
+// engine and token verifier, their live reloads (started in g) and their
+// admin pages.
+func buildAuthz(ctx context.Context, g *errgroup.Group, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, adm *admin.Server) (*extauthz.Server, error) {
+	a := cfg.Authz
+	engine, err := policy.New(ctx, policy.WithDir(a.Policies.Dir), policy.WithQuery(a.Policies.Query), policy.WithLogger(log))
+	if engine == nil {
+		return nil, fmt.Errorf("authz.policies: %w", err)
+	}
+	if err != nil {
+		// Keep running and denying: a fix to the files will be picked up.
+		log.Error("no valid policy loaded; every request is denied until the policy files are fixed", "err", err)
+	}
+	adm.AddReadiness("policy", func() error {
+		if engine.Status().Revision == "" {
+			return errors.New("no policy loaded")
+		}
+		return nil
+	})
+	adm.Handle("GET /debug/policy", admin.JSON(func() any { return engine.Status() }))
+	pm := newPolicyMetrics(reg)
+	pm.record(engine.Status(), err)
+	if err := startWatch(g, ctx, log, []string{a.Policies.Dir + string(os.PathSeparator)}, func(ctx context.Context) {
+		err := engine.Reload(ctx)
+		pm.record(engine.Status(), err)
+		if err != nil {
+			log.Error("policy reload rejected; last good policy stays active", "err", err)
+			return
+		}
+		log.Info("policy reloaded", "revision", engine.Status().Revision)
+	}); err != nil {
+		return nil, err
+	}
+
+	opts := []extauthz.Option{
+		extauthz.WithTimeout(a.Timeout),
+		extauthz.WithHeaders(extauthz.HeaderOptions{Prefix: a.Headers.Prefix, StripAuthorization: a.Headers.StripAuthorization}),
+		extauthz.WithInputOptions(policy.WithMaxBodyBytes(a.MaxBodyBytes)),
+		extauthz.WithLogger(log),
+		extauthz.WithMetrics(extauthz.NewMetrics(reg)),
+	}
+	if len(a.JWT.Issuers) > 0 {
+		v, err := buildVerifier(ctx, g, a.JWT, log)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, extauthz.WithTokenVerifier(extauthz.JWTTokens(v)))
+	}
+	return extauthz.New(engine, opts...), nil
+}
+
+func buildVerifier(ctx context.Context, g *errgroup.Group, jc config.JWT, log *slog.Logger) (*jwt.Verifier, error) {
+	var ts *jwt.TrustStore
+	if jc.TrustStore != "" {
+		var err error
+		ts, err = jwt.NewTrustStore(jc.TrustStore, jwt.WithTrustStoreLogger(log))
+		if err != nil {
+			return nil, fmt.Errorf("authz.jwt.trust_store: %w", err)
+		}
+		if err := startWatch(g, ctx, log, []string{jc.TrustStore + string(os.PathSeparator)}, func(context.Context) {
+			if err := ts.Reload(); err != nil {
+				log.Error("trust store reload rejected; last good certificates stay", "err", err)
+			}
+		}); err != nil {
+			return nil, err
+		}
+	}
+	issuers := make([]jwt.IssuerConfig, 0, len(jc.Issuers))
+	for i, is := range jc.Issuers {
+		ic := jwt.IssuerConfig{
+			Issuer:      is.Issuer,
+			Audiences:   is.Audiences,
+			Kind:        identity.Kind(is.Kind),
+			Algorithms:  is.Algorithms,
+			ClockSkew:   is.ClockSkew,
+			RolesClaim:  is.RolesClaim,
+			GroupsClaim: is.GroupsClaim,
+		}
+		for _, s := range is.Strategies {
+			switch s {
+			case config.StrategyJWKS:
+				ic.JWKSURI = is.JWKSURI
+				if is.Discovery && ic.JWKSURI == "" {
+					ic.DiscoveryURL = is.Issuer
+				}
+			case config.StrategyX5T:
+				ic.X5T, ic.TrustStore = true, ts
+			case config.StrategyX5C:
+				for _, f := range is.TrustedCAs {
+					cas, err := readCerts(f)
+					if err != nil {
+						return nil, fmt.Errorf("authz.jwt.issuers[%d].trusted_cas: %w", i, err)
+					}
+					ic.TrustedCAs = append(ic.TrustedCAs, cas...)
+				}
+			}
+		}
+		issuers = append(issuers, ic)
+	}
+	v, err := jwt.NewVerifier(ctx, issuers, jwt.WithLogger(log), jwt.WithTrustStore(ts), jwt.WithCache(jc.CacheSize, 0))
+	if err != nil {
+		return nil, fmt.Errorf("authz.jwt: %w", err)
+	}
+	g.Go(func() error { <-ctx.Done(); return v.Close() })
+	return v, nil
+}
+
+// startWatch runs onChange in g whenever a file under paths changes.
+func startWatch(g *errgroup.Group, ctx context.Context, log *slog.Logger, paths []string, onChange func(context.Context)) error {
+	w, err := watch.New(paths, watch.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return w.Run(ctx, onChange) })
+	return nil
+}
+
+func readCerts(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificates", path)
+	}
+	return out, nil
+}
+
+// policyMetrics exposes the policy engine's reload state.
+type policyMetrics struct {
+	reloads  *prometheus.CounterVec
+	revision *prometheus.GaugeVec
+}
+
+func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
+	m := &policyMetrics{
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gatehouse", Subsystem: "policy", Name: "reloads_total",
+			Help: "Policy loads by result (success, failure).",
+		}, []string{"result"}),
+		revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "gatehouse", Subsystem: "policy", Name: "revision_info",
+			Help: "The active policy revision (value 1 on the current revision label).",
+		}, []string{"revision"}),
+	}
+	reg.MustRegister(m.reloads, m.revision)
+	return m
+}
+
+func (m *policyMetrics) record(st policy.Status, err error) {
+	if err != nil {
+		m.reloads.WithLabelValues("failure").Inc()
+		return
+	}
+	m.reloads.WithLabelValues("success").Inc()
+	m.revision.Reset()
+	m.revision.WithLabelValues(st.Revision).Set(1)
+}

@@ -1,0 +1,105 @@
+// Package admin serves the operator's HTTP endpoints: liveness, readiness,
+// Prometheus metrics and JSON status pages that the parts of Gatehouse
+// register. It binds loopback by default because status pages name nodes,
+// subjects and certificate serials.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// ReadyFunc reports nil when its part is ready to serve.
+type ReadyFunc func() error
+
+// Server is the admin HTTP server.
+type Server struct {
+	mux    *http.ServeMux
+	mu     sync.Mutex
+	checks map[string]ReadyFunc
+	log    *slog.Logger
+}
+
+// New returns a Server exposing /healthz, /readyz and /metrics from reg.
+func New(reg *prometheus.Registry, log *slog.Logger) *Server {
+	s := &Server{mux: http.NewServeMux(), checks: map[string]ReadyFunc{}, log: log}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return s
+}
+
+// AddReadiness makes /readyz fail until check returns nil.
+func (s *Server) AddReadiness(name string, check ReadyFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks[name] = check
+}
+
+// Handle registers an extra page, e.g. "GET /debug/policy".
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// JSON returns a handler that serves f's result as indented JSON.
+func JSON(f func() any) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(f())
+	})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.checks))
+	for n := range s.checks {
+		names = append(names, n)
+	}
+	s.mu.Unlock()
+	sort.Strings(names)
+	status := map[string]string{}
+	ready := true
+	for _, n := range names {
+		s.mu.Lock()
+		check := s.checks[n]
+		s.mu.Unlock()
+		if err := check(); err != nil {
+			status[n], ready = err.Error(), false
+		} else {
+			status[n] = "ok"
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if !ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"ready": ready, "checks": status})
+}
+
+// Serve answers on lis until ctx is done.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

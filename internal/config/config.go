@@ -1,0 +1,249 @@
+// Package config is Gatehouse's configuration file: its schema, strict
+// decoding (unknown keys are errors) and validation with file:line errors.
+//
+// One file describes a deployment. The ext_authz server reads the authz
+// section; the xDS control plane reads the mesh section; `gatehouse serve`
+// reads both. Packages that implement a part take the section they need, so
+// the schema is defined once, here.
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config is the whole file.
+type Config struct {
+	// Listen addresses of the servers in this process.
+	Listen Listen `yaml:"listen"`
+	// Authz configures the ext_authz server.
+	Authz Authz `yaml:"authz"`
+	// Mesh declares proxies, services and routes for the xDS control plane.
+	Mesh Mesh `yaml:"mesh"`
+	// Log configures structured logging.
+	Log Log `yaml:"log"`
+}
+
+// Listen holds the addresses servers bind.
+type Listen struct {
+	Authz string `yaml:"authz"` // gRPC ext_authz, default ":9001"
+	XDS   string `yaml:"xds"`   // gRPC ADS, default ":18000"
+	Admin string `yaml:"admin"` // HTTP admin/metrics, default "127.0.0.1:9901"
+}
+
+// Log selects log level and format.
+type Log struct {
+	Level  string `yaml:"level"`  // debug|info|warn|error, default info
+	Format string `yaml:"format"` // json|text, default json
+}
+
+// Authz configures the ext_authz server.
+type Authz struct {
+	// Policies is the Rego policy set.
+	Policies Policies `yaml:"policies"`
+	// Timeout bounds one Check, identity and policy included. Default 500ms.
+	Timeout time.Duration `yaml:"timeout"`
+	// JWT lists trusted token issuers.
+	JWT JWT `yaml:"jwt"`
+	// Headers controls what is sent to the upstream on allow.
+	Headers Headers `yaml:"headers"`
+	// MaxBodyBytes bounds the request body accepted into policy input.
+	MaxBodyBytes int `yaml:"max_body_bytes"`
+}
+
+// Policies locates the Rego files and the decision to evaluate.
+type Policies struct {
+	Dir   string `yaml:"dir"`   // default "policies"
+	Query string `yaml:"query"` // default "data.envoy.authz.allow"
+}
+
+// JWT configures bearer-token verification.
+type JWT struct {
+	// TrustStore is a directory of PEM certificates for the x5t strategy.
+	TrustStore string   `yaml:"trust_store"`
+	Issuers    []Issuer `yaml:"issuers"`
+	// CacheSize bounds the verified-token cache (entries). Default 10000.
+	CacheSize int `yaml:"cache_size"`
+}
+
+// Strategy names a way to find a JWT's verification key.
+type Strategy string
+
+const (
+	StrategyJWKS Strategy = "jwks" // the issuer's published key set
+	StrategyX5T  Strategy = "x5t"  // certificate thumbprint in the local trust store
+	StrategyX5C  Strategy = "x5c"  // embedded chain rooted in a trusted CA
+)
+
+// Issuer is one trusted token issuer.
+type Issuer struct {
+	Issuer     string        `yaml:"issuer"`
+	Audiences  []string      `yaml:"audiences"`
+	Strategies []Strategy    `yaml:"strategies"` // default [jwks]
+	Discovery  bool          `yaml:"discovery"`  // find jwks_uri via /.well-known/openid-configuration
+	JWKSURI    string        `yaml:"jwks_uri"`
+	Algorithms []string      `yaml:"algorithms"` // default [RS256, ES256]
+	TrustedCAs []string      `yaml:"trusted_cas"` // PEM files, for x5c
+	ClockSkew  time.Duration `yaml:"clock_skew"`  // default 60s
+	// Kind is the identity kind tokens of this issuer establish: user|service.
+	Kind        string `yaml:"kind"`
+	RolesClaim  string `yaml:"roles_claim"`  // default "roles"
+	GroupsClaim string `yaml:"groups_claim"` // default "groups"
+}
+
+// Headers controls the identity headers added to allowed requests.
+type Headers struct {
+	// Prefix of the identity headers, default "x-gatehouse-". Any
+	// client-supplied header with this prefix is overwritten or removed.
+	Prefix string `yaml:"prefix"`
+	// StripAuthorization removes the Authorization header before the request
+	// reaches the upstream.
+	StripAuthorization bool `yaml:"strip_authorization"`
+}
+
+// Defaults fills unset fields. Load calls it before Validate.
+func (c *Config) Defaults() {
+	setDefault(&c.Listen.Authz, ":9001")
+	setDefault(&c.Listen.XDS, ":18000")
+	setDefault(&c.Listen.Admin, "127.0.0.1:9901")
+	setDefault(&c.Log.Level, "info")
+	setDefault(&c.Log.Format, "json")
+	a := &c.Authz
+	setDefault(&a.Policies.Dir, "policies")
+	setDefault(&a.Policies.Query, "data.envoy.authz.allow")
+	if a.Timeout == 0 {
+		a.Timeout = 500 * time.Millisecond
+	}
+	if a.MaxBodyBytes == 0 {
+		a.MaxBodyBytes = 64 << 10
+	}
+	if a.JWT.CacheSize == 0 {
+		a.JWT.CacheSize = 10000
+	}
+	setDefault(&a.Headers.Prefix, "x-gatehouse-")
+	for i := range a.JWT.Issuers {
+		is := &a.JWT.Issuers[i]
+		if len(is.Strategies) == 0 {
+			is.Strategies = []Strategy{StrategyJWKS}
+		}
+		if len(is.Algorithms) == 0 {
+			is.Algorithms = []string{"RS256", "ES256"}
+		}
+		if is.ClockSkew == 0 {
+			is.ClockSkew = 60 * time.Second
+		}
+		setDefault(&is.Kind, "user")
+		setDefault(&is.RolesClaim, "roles")
+		setDefault(&is.GroupsClaim, "groups")
+	}
+	c.Mesh.Defaults()
+}
+
+// Validate records every problem in the file.
+func (c *Config) Validate(p *Problems) {
+	c.Defaults()
+	checkAddr(p, "listen.authz", c.Listen.Authz)
+	checkAddr(p, "listen.xds", c.Listen.XDS)
+	checkAddr(p, "listen.admin", c.Listen.Admin)
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		p.Addf("log.level", "must be one of debug, info, warn, error; got %q", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		p.Addf("log.format", "must be json or text; got %q", c.Log.Format)
+	}
+	c.Authz.validate(p)
+	c.Mesh.Validate(p)
+}
+
+func (a *Authz) validate(p *Problems) {
+	if a.Timeout < 0 || a.Timeout > time.Minute {
+		p.Addf("authz.timeout", "must be between 0 and 1m; got %s", a.Timeout)
+	}
+	if a.MaxBodyBytes < 0 || a.MaxBodyBytes > 16<<20 {
+		p.Addf("authz.max_body_bytes", "must be between 0 and 16 MiB")
+	}
+	if !strings.HasPrefix(a.Policies.Query, "data.") {
+		p.Addf("authz.policies.query", "must be a reference under data, e.g. data.envoy.authz.allow")
+	}
+	if a.JWT.CacheSize < 0 || a.JWT.CacheSize > 1_000_000 {
+		p.Addf("authz.jwt.cache_size", "must be between 0 and 1000000")
+	}
+	pre := a.Headers.Prefix
+	if pre != strings.ToLower(pre) || !strings.HasPrefix(pre, "x-") {
+		p.Addf("authz.headers.prefix", "must be lower case and start with x-; got %q", pre)
+	}
+	seen := map[string]int{}
+	for i, is := range a.JWT.Issuers {
+		at := fmt.Sprintf("authz.jwt.issuers[%d]", i)
+		if is.Issuer == "" {
+			p.Addf(at, "issuer is required")
+		} else if j, dup := seen[is.Issuer]; dup {
+			p.Addf(at+".issuer", "duplicate of authz.jwt.issuers[%d]", j)
+		}
+		seen[is.Issuer] = i
+		if len(is.Audiences) == 0 {
+			p.Addf(at, "audiences is required: a token for another audience must not be accepted")
+		}
+		if is.Kind != "user" && is.Kind != "service" {
+			p.Addf(at+".kind", "must be user or service; got %q", is.Kind)
+		}
+		for j, s := range is.Strategies {
+			sat := fmt.Sprintf("%s.strategies[%d]", at, j)
+			switch s {
+			case StrategyJWKS:
+				if !is.Discovery && is.JWKSURI == "" {
+					p.Addf(at, "strategy jwks needs discovery: true or jwks_uri")
+				}
+			case StrategyX5T:
+				if a.JWT.TrustStore == "" {
+					p.Addf(sat, "strategy x5t needs authz.jwt.trust_store")
+				}
+			case StrategyX5C:
+				if len(is.TrustedCAs) == 0 {
+					p.Addf(sat, "strategy x5c needs trusted_cas")
+				}
+			default:
+				p.Addf(sat, "unknown strategy %q (want jwks, x5t or x5c)", s)
+			}
+		}
+		if is.JWKSURI != "" {
+			checkURL(p, at+".jwks_uri", is.JWKSURI)
+		}
+		if is.Discovery {
+			checkURL(p, at+".issuer", is.Issuer)
+		}
+		for j, alg := range is.Algorithms {
+			if !slices.Contains(allowedAlgorithms, alg) {
+				p.Addf(fmt.Sprintf("%s.algorithms[%d]", at, j), "%q is not allowed (asymmetric only: %s)", alg, strings.Join(allowedAlgorithms, ", "))
+			}
+		}
+		if is.ClockSkew < 0 || is.ClockSkew > 10*time.Minute {
+			p.Addf(at+".clock_skew", "must be between 0 and 10m")
+		}
+	}
+}
+
+var allowedAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+func checkAddr(p *Problems, field, addr string) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		p.Addf(field, "not a host:port address: %v", err)
+	}
+}
+
+func checkURL(p *Problems, field, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		p.Addf(field, "must be an absolute http(s) URL; got %q", raw)
+	}
+}
+
+func setDefault(s *string, v string) {
+	if *s == "" {
+		*s = v
+	}
+}

@@ -1,0 +1,97 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // substrings that must all appear
+	}{
+		{
+			name: "unknown key names its line",
+			yaml: "authz:\n  timeout: 1s\n  polices:\n    dir: x\n",
+			want: []string{"test.yaml:3: field polices not found"},
+		},
+		{
+			name: "syntax error",
+			yaml: "authz:\n  timeout: [1s\n",
+			want: []string{"test.yaml:"},
+		},
+		{
+			name: "wrong type",
+			yaml: "authz:\n  timeout: soon\n",
+			want: []string{"test.yaml:2:"},
+		},
+		{
+			name: "issuer without audience is located",
+			yaml: "authz:\n  jwt:\n    issuers:\n      - issuer: https://idp.example\n        discovery: true\n",
+			want: []string{"test.yaml:4:", "authz.jwt.issuers[0]: audiences is required"},
+		},
+		{
+			name: "every problem reported",
+			yaml: "log:\n  level: loud\nauthz:\n  jwt:\n    issuers:\n      - issuer: a\n        audiences: [x]\n        algorithms: [HS256]\n        strategies: [x5t, magic]\n",
+			want: []string{
+				"test.yaml:2:3: log.level: must be one of",
+				"test.yaml:8:22: authz.jwt.issuers[0].algorithms[0]: \"HS256\" is not allowed",
+				"authz.jwt.issuers[0].strategies[0]: strategy x5t needs authz.jwt.trust_store",
+				"authz.jwt.issuers[0].strategies[1]: unknown strategy \"magic\"",
+			},
+		},
+		{
+			name: "duplicate issuer",
+			yaml: "authz:\n  jwt:\n    issuers:\n      - {issuer: https://a.example, audiences: [x], jwks_uri: https://a.example/k}\n      - {issuer: https://a.example, audiences: [x], jwks_uri: https://a.example/k}\n",
+			want: []string{"test.yaml:5:", "duplicate of authz.jwt.issuers[0]"},
+		},
+		{name: "empty file", yaml: "", want: []string{"test.yaml: file is empty"}},
+		{name: "two documents", yaml: "log: {level: info}\n---\nlog: {level: info}\n", want: []string{"only one YAML document"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse[Config]("test.yaml", []byte(tt.yaml))
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error\n%v\nlacks %q", err, w)
+				}
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Errorf("error %T is not a *config.Error", err)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse[Config]("test.yaml", []byte("authz:\n  jwt:\n    issuers:\n      - {issuer: https://a.example, audiences: [api], discovery: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	is := c.Authz.JWT.Issuers[0]
+	if c.Listen.Authz != ":9001" || c.Authz.Policies.Dir != "policies" || is.Kind != "user" ||
+		len(is.Strategies) != 1 || is.Strategies[0] != StrategyJWKS || is.ClockSkew.Seconds() != 60 {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+}
+
+func TestLoadBounded(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "big.yaml")
+	if err := os.WriteFile(p, []byte("log: {level: info}\n"+strings.Repeat("#", MaxFileBytes)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load[Config](p); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := Load[Config](filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Fatalf("err = %v", err)
+	}
+}
