@@ -9,6 +9,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -72,7 +74,7 @@ type idp struct {
 	srv *httptest.Server
 }
 
-func newIDP(t *testing.T) *idp {
+func newIDP(t testing.TB) *idp {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -92,7 +94,7 @@ func newIDP(t *testing.T) *idp {
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
-func (p *idp) token(t *testing.T, claims map[string]any) string {
+func (p *idp) token(t testing.TB, claims map[string]any) string {
 	t.Helper()
 	h, _ := json.Marshal(map[string]string{"alg": "RS256", "kid": "k1", "typ": "JWT"})
 	c, _ := json.Marshal(claims)
@@ -116,31 +118,34 @@ func userClaims(roles ...string) map[string]any {
 // fixture is a Server on a real gRPC listener with a real policy engine and
 // a real JWT verifier, as `gatehouse authz` wires them.
 type fixture struct {
+	server    *Server
 	client    authv3.AuthorizationClient
 	engine    *policy.Engine
 	policyDir string
 	idp       *idp
 }
 
-func newFixture(t *testing.T, opts ...Option) *fixture {
+func newFixture(t testing.TB, opts ...Option) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	f := &fixture{policyDir: t.TempDir(), idp: newIDP(t)}
 	f.writePolicy(t, testPolicy)
-	engine, err := policy.New(ctx, policy.WithDir(f.policyDir), policy.WithQuery("data.envoy.authz.decision"))
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	engine, err := policy.New(ctx, policy.WithDir(f.policyDir), policy.WithQuery("data.envoy.authz.decision"), policy.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.engine = engine
 	v, err := jwt.NewVerifier(ctx, []jwt.IssuerConfig{{
 		Issuer: testIssuer, Audiences: []string{"gatehouse"}, JWKSURI: f.idp.srv.URL, Kind: identity.KindUser,
-	}})
+	}}, jwt.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { v.Close() })
-	srv := New(engine, append([]Option{WithTokenVerifier(JWTTokens(v)), WithTimeout(2 * time.Second),
+	srv := New(engine, append([]Option{WithLogger(quiet), WithTokenVerifier(JWTTokens(v)), WithTimeout(2 * time.Second),
 		WithHeaders(HeaderOptions{Prefix: "x-gatehouse-", StripAuthorization: true})}, opts...)...)
+	f.server = srv
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +163,7 @@ func newFixture(t *testing.T, opts ...Option) *fixture {
 	return f
 }
 
-func (f *fixture) writePolicy(t *testing.T, src string) {
+func (f *fixture) writePolicy(t testing.TB, src string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(f.policyDir, "authz.rego"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
@@ -205,14 +210,14 @@ func TestCheck(t *testing.T) {
 	peerCert := selfSignedPeer(t, "spiffe://gatehouse.local/sidecar/orders")
 
 	tests := []struct {
-		name        string
-		req         *authv3.CheckRequest
-		wantCode    code.Code
-		wantStatus  int // HTTP status for denials
-		wantHeaders map[string]string
-		wantRemoved []string
+		name          string
+		req           *authv3.CheckRequest
+		wantCode      code.Code
+		wantStatus    int // HTTP status for denials
+		wantHeaders   map[string]string
+		wantRemoved   []string
 		wantChallenge string
-		wantBody    string
+		wantBody      string
 	}{
 		{
 			name:        "anonymous public path",
