@@ -72,7 +72,7 @@ func BenchmarkCheck(b *testing.B) {
 			}
 			authz := ""
 			if c.token {
-				authz = "Bearer " + f.idp.token(b, userClaims("reader"))
+				authz = "Bearer " + f.idp.Token(b, userClaims(f.idp, "reader"))
 			}
 			req := realisticRequest(authz)
 			check := func() {
@@ -104,10 +104,10 @@ func BenchmarkCheckDistinctTokens(b *testing.B) {
 	}
 	reqs := make([]*authv3.CheckRequest, 2000)
 	for i := range reqs {
-		cl := userClaims("reader")
+		cl := userClaims(f.idp, "reader")
 		cl["jti"] = fmt.Sprint(i)
 		cl["exp"] = time.Now().Add(time.Hour).Unix() + int64(i)
-		reqs[i] = realisticRequest("Bearer " + f.idp.token(b, cl))
+		reqs[i] = realisticRequest("Bearer " + f.idp.Token(b, cl))
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

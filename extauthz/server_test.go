@@ -2,19 +2,10 @@ package extauthz
 
 import (
 	"context"
-	"crypto"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,9 +22,8 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/jwt"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/policy"
+	"github.com/gatehouse-proxy/gatehouse/test/testidp"
 )
-
-const testIssuer = "https://idp.test"
 
 // testPolicy exercises every result form: boolean rules via allow, and an
 // object decision with headers, status and metadata.
@@ -68,51 +58,8 @@ decision := {"allowed": true} if {
 }
 `
 
-// idp is a real JWKS endpoint with one RSA key.
-type idp struct {
-	key *rsa.PrivateKey
-	srv *httptest.Server
-}
-
-func newIDP(t testing.TB) *idp {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &idp{key: key}
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{map[string]string{
-			"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
-			"n": b64(key.N.Bytes()), "e": b64(big.NewInt(int64(key.E)).Bytes()),
-		}}})
-	}))
-	t.Cleanup(p.srv.Close)
-	return p
-}
-
-func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
-
-func (p *idp) token(t testing.TB, claims map[string]any) string {
-	t.Helper()
-	h, _ := json.Marshal(map[string]string{"alg": "RS256", "kid": "k1", "typ": "JWT"})
-	c, _ := json.Marshal(claims)
-	input := b64(h) + "." + b64(c)
-	sum := sha256.Sum256([]byte(input))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, p.key, crypto.SHA256, sum[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return input + "." + b64(sig)
-}
-
-func userClaims(roles ...string) map[string]any {
-	now := time.Now()
-	return map[string]any{
-		"iss": testIssuer, "sub": "alice", "aud": "gatehouse", "email": "alice@example.com",
-		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "roles": roles,
-	}
+func userClaims(idp *testidp.IDP, roles ...string) map[string]any {
+	return idp.UserClaims("alice", "gatehouse", roles...)
 }
 
 // fixture is a Server on a real gRPC listener with a real policy engine and
@@ -122,13 +69,13 @@ type fixture struct {
 	client    authv3.AuthorizationClient
 	engine    *policy.Engine
 	policyDir string
-	idp       *idp
+	idp       *testidp.IDP
 }
 
 func newFixture(t testing.TB, opts ...Option) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	f := &fixture{policyDir: t.TempDir(), idp: newIDP(t)}
+	f := &fixture{policyDir: t.TempDir(), idp: testidp.New(t)}
 	f.writePolicy(t, testPolicy)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	engine, err := policy.New(ctx, policy.WithDir(f.policyDir), policy.WithQuery("data.envoy.authz.decision"), policy.WithLogger(quiet))
@@ -137,7 +84,7 @@ func newFixture(t testing.TB, opts ...Option) *fixture {
 	}
 	f.engine = engine
 	v, err := jwt.NewVerifier(ctx, []jwt.IssuerConfig{{
-		Issuer: testIssuer, Audiences: []string{"gatehouse"}, JWKSURI: f.idp.srv.URL, Kind: identity.KindUser,
+		Issuer: f.idp.Issuer(), Audiences: []string{"gatehouse"}, JWKSURI: f.idp.JWKSURI(), Kind: identity.KindUser,
 	}}, jwt.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +153,7 @@ func headerMap(opts []*corev3.HeaderValueOption) map[string]string {
 
 func TestCheck(t *testing.T) {
 	f := newFixture(t)
-	reader := "Bearer " + f.idp.token(t, userClaims("reader"))
+	reader := "Bearer " + f.idp.Token(t, userClaims(f.idp, "reader"))
 	peerCert := selfSignedPeer(t, "spiffe://gatehouse.local/sidecar/orders")
 
 	tests := []struct {
@@ -253,7 +200,7 @@ func TestCheck(t *testing.T) {
 			}),
 			wantCode: code.Code_OK,
 			wantHeaders: map[string]string{
-				"x-gatehouse-subject": "alice", "x-gatehouse-issuer": testIssuer, "x-gatehouse-roles": "reader",
+				"x-gatehouse-subject": "alice", "x-gatehouse-issuer": f.idp.Issuer(), "x-gatehouse-roles": "reader",
 				"x-gatehouse-kind": "user", "x-gatehouse-verified-by": "jwks", "x-gatehouse-email": "alice@example.com",
 			},
 			wantRemoved: []string{"authorization", "x-debug", "x-gatehouse-admin"},

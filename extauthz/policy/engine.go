@@ -1,0 +1,296 @@
+// Package policy decides ext_authz requests with OPA Rego policies read from
+// a directory. It speaks opa-envoy-plugin's input and result formats so
+// existing Envoy policies run unchanged, prepares the query once per policy
+// revision, and swaps revisions atomically so evaluation never waits on a
+// reload. Every failure — nothing loaded, undefined result, evaluation error,
+// malformed result — is a deny.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown/print"
+
+	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
+)
+
+// DefaultQuery is opa-envoy-plugin's default decision path, kept so its
+// policies (package envoy.authz, rule allow) work without configuration.
+// The rule may be a boolean or a result object.
+const DefaultQuery = "data.envoy.authz.allow"
+
+// DefaultDir is where policies are read from unless WithDir says otherwise.
+const DefaultDir = "policies"
+
+// Option configures an Engine.
+type Option func(*config)
+
+type config struct {
+	dir    string
+	query  string
+	logger *slog.Logger
+	data   map[string]any
+}
+
+// WithDir sets the policy directory (default DefaultDir). All *.rego files
+// below it are loaded, except *_test.rego and hidden files or directories.
+func WithDir(dir string) Option { return func(c *config) { c.dir = dir } }
+
+// WithQuery sets the query whose value is the decision (default
+// DefaultQuery), e.g. "data.gatehouse.authz.decision".
+func WithQuery(q string) Option { return func(c *config) { c.query = q } }
+
+// WithLogger sets the logger for reloads, denials caused by errors and Rego
+// print() output (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithData adds static base documents under data. A data.json, data.yaml or
+// data.yml at the root of the policy directory is merged over it; defining
+// the same leaf in both is a load error. Data files in sub-directories are
+// not read.
+func WithData(data map[string]any) Option { return func(c *config) { c.data = data } }
+
+// revision is one loaded policy set. pq is nil when the directory holds no
+// policy, which denies everything.
+type revision struct {
+	pq       *rego.PreparedEvalQuery
+	id       string
+	files    []string
+	loadedAt time.Time
+}
+
+// Status reports what is being served and what went wrong last.
+type Status struct {
+	Revision    string    `json:"revision,omitempty"`
+	LoadedAt    time.Time `json:"loaded_at,omitzero"`
+	Files       []string  `json:"files"`
+	Query       string    `json:"query"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// Engine evaluates requests against the last successfully loaded policies.
+// It is safe for concurrent use.
+type Engine struct {
+	cfg    config
+	query  ast.Body
+	logger *slog.Logger
+
+	current atomic.Pointer[revision]
+
+	reloadMu    sync.Mutex // serialises Reload
+	statusMu    sync.Mutex
+	lastErr     string
+	lastErrorAt time.Time
+}
+
+// New builds an engine and loads the policy directory once.
+//
+// A bad option (e.g. an unparsable query) returns a nil Engine. A failed
+// first load returns a usable Engine together with the load error: it denies
+// everything with reason "no policy loaded" until a Reload succeeds, so a
+// caller may either refuse to start or keep running and wait for a fix.
+func New(ctx context.Context, opts ...Option) (*Engine, error) {
+	cfg := config{dir: DefaultDir, query: DefaultQuery}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.Default()
+	}
+	q, err := ast.ParseBodyWithOpts(cfg.query, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		return nil, fmt.Errorf("policy/engine.go: query %q: %w", cfg.query, err)
+	}
+	e := &Engine{
+		cfg:    cfg,
+		query:  q,
+		logger: cfg.logger.With("component", "policy", "dir", cfg.dir),
+	}
+	if err := e.Reload(ctx); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// Reload re-reads the policy directory, compiles it and prepares the query.
+// On any error the previous revision keeps serving and the error, naming
+// file:line:col, is returned and recorded in Status. A directory without
+// .rego files is a valid state that denies every request.
+func (e *Engine) Reload(ctx context.Context) error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+
+	rev, err := e.load(ctx)
+	if err != nil {
+		now := time.Now()
+		e.statusMu.Lock()
+		e.lastErr, e.lastErrorAt = err.Error(), now
+		e.statusMu.Unlock()
+		keep := ""
+		if cur := e.current.Load(); cur != nil {
+			keep = cur.id
+		}
+		e.logger.ErrorContext(ctx, "policy reload failed, keeping last good revision", "error", err, "serving", keep)
+		return err
+	}
+	prev := e.current.Swap(rev)
+	e.statusMu.Lock()
+	e.lastErr, e.lastErrorAt = "", time.Time{}
+	e.statusMu.Unlock()
+	if prev == nil || prev.id != rev.id {
+		e.logger.InfoContext(ctx, "policy loaded", "revision", rev.id, "files", len(rev.files), "empty", rev.pq == nil)
+	}
+	return nil
+}
+
+func (e *Engine) load(ctx context.Context) (*revision, error) {
+	ps, errs := readDir(e.cfg.dir, false, e.cfg.data)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("policy/engine.go: loading %s: %w", e.cfg.dir, errors.Join(errs...))
+	}
+	rev := &revision{id: ps.revision, files: ps.files, loadedAt: time.Now()}
+	if cur := e.current.Load(); cur != nil && cur.id == rev.id {
+		return cur, nil // unchanged content, e.g. a spurious watch event
+	}
+	if len(ps.modules) == 0 {
+		return rev, nil
+	}
+	c, errs := compileModules(ps.modules)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("policy/engine.go: compiling %s: %w", e.cfg.dir, errors.Join(errs...))
+	}
+	if ref := queryRef(e.query); ref != nil && len(c.GetRules(ref)) == 0 {
+		e.logger.WarnContext(ctx, "no rule defines the decision query; every request will be denied as undefined", "query", e.cfg.query, "revision", rev.id)
+	}
+	pq, err := rego.New(
+		rego.ParsedQuery(e.query),
+		rego.Compiler(c),
+		rego.Store(inmem.NewFromObject(ps.data)),
+		rego.StrictBuiltinErrors(true),
+		rego.SetRegoVersion(ast.RegoV1),
+		rego.EnablePrintStatements(true),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("policy/engine.go: preparing %s in %s: %w", e.cfg.query, e.cfg.dir, errors.Join(fromASTErrors(e.cfg.dir, err)...))
+	}
+	rev.pq = &pq
+	return rev, nil
+}
+
+// queryRef is the ref of a single-ref query such as data.envoy.authz.allow;
+// nil for anything more complex, which disables the missing-rule warning.
+func queryRef(q ast.Body) ast.Ref {
+	if len(q) != 1 {
+		return nil
+	}
+	if t, ok := q[0].Terms.(*ast.Term); ok {
+		if r, ok := t.Value.(ast.Ref); ok {
+			return r
+		}
+	}
+	return nil
+}
+
+// Status reports the serving revision and the last reload error, which is
+// cleared by the next successful reload.
+func (e *Engine) Status() Status {
+	s := Status{Query: e.cfg.query}
+	if cur := e.current.Load(); cur != nil {
+		s.Revision, s.LoadedAt = cur.id, cur.loadedAt
+		s.Files = append([]string(nil), cur.files...)
+	}
+	e.statusMu.Lock()
+	s.LastError, s.LastErrorAt = e.lastErr, e.lastErrorAt
+	e.statusMu.Unlock()
+	return s
+}
+
+// EvaluateRequest builds the input for req and id (see BuildInput) and
+// evaluates it.
+func (e *Engine) EvaluateRequest(ctx context.Context, req *authv3.CheckRequest, id *identity.Identity, opts ...InputOption) (*Decision, error) {
+	input, err := BuildInput(req, id, opts...)
+	if err != nil {
+		d := deny(newDecisionID(), e.revisionID(), "invalid request: "+err.Error())
+		e.logger.WarnContext(ctx, "request denied: cannot build policy input", "decision_id", d.ID, "error", err)
+		return d, fmt.Errorf("%w: %w", ErrInput, err)
+	}
+	return e.Evaluate(ctx, input)
+}
+
+func (e *Engine) revisionID() string {
+	if cur := e.current.Load(); cur != nil {
+		return cur.id
+	}
+	return ""
+}
+
+// Evaluate runs the decision query on input. It always returns a non-nil
+// Decision, and callers must answer with it: when err is non-nil (wrapping
+// ErrNoPolicy, ErrUndefined, ErrEval or ErrInvalidResult) the decision is a
+// deny whose Reason says why — err is for logs and metrics, never a reason
+// to let Envoy apply its failure mode. The evaluation deadline is ctx's.
+func (e *Engine) Evaluate(ctx context.Context, input ast.Value) (*Decision, error) {
+	id := newDecisionID()
+	cur := e.current.Load()
+	if cur == nil || cur.pq == nil {
+		rev := ""
+		if cur != nil {
+			rev = cur.id
+		}
+		return deny(id, rev, ErrNoPolicy.Error()), ErrNoPolicy
+	}
+	if err := ctx.Err(); err != nil {
+		// A constant policy would still answer; an expired request must not.
+		return e.failed(ctx, id, cur.id, fmt.Errorf("%w: %w", ErrEval, err))
+	}
+	rs, err := cur.pq.Eval(ctx,
+		rego.EvalParsedInput(input),
+		rego.EvalPrintHook(printHook{ctx: ctx, logger: e.logger, decisionID: id}),
+	)
+	if err != nil {
+		return e.failed(ctx, id, cur.id, fmt.Errorf("%w: %w", ErrEval, err))
+	}
+	switch {
+	case len(rs) == 0 || len(rs[0].Expressions) == 0:
+		return e.failed(ctx, id, cur.id, ErrUndefined)
+	case len(rs) > 1:
+		return e.failed(ctx, id, cur.id, fmt.Errorf("%w: query produced %d results", ErrInvalidResult, len(rs)))
+	}
+	d := &Decision{ID: id, Revision: cur.id}
+	if err := parseResult(rs[0].Expressions[0].Value, d); err != nil {
+		return e.failed(ctx, id, cur.id, err)
+	}
+	return d, nil
+}
+
+func (e *Engine) failed(ctx context.Context, id, rev string, err error) (*Decision, error) {
+	e.logger.WarnContext(ctx, "request denied: policy did not decide", "decision_id", id, "revision", rev, "error", err)
+	return deny(id, rev, err.Error()), err
+}
+
+// printHook sends Rego print() output to the log, tagged with the decision.
+type printHook struct {
+	ctx        context.Context
+	logger     *slog.Logger
+	decisionID string
+}
+
+func (h printHook) Print(pctx print.Context, msg string) error {
+	loc := ""
+	if pctx.Location != nil {
+		loc = pctx.Location.String()
+	}
+	h.logger.DebugContext(h.ctx, "rego print", "decision_id", h.decisionID, "location", loc, "msg", msg)
+	return nil
+}

@@ -1,0 +1,396 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
+)
+
+// DefaultMaxBodyBytes bounds the request body BuildInput will parse into
+// input.parsed_body; bigger bodies are reported as truncated instead, so a
+// client cannot make every authorization decision pay for a huge JSON parse.
+const DefaultMaxBodyBytes = 1 << 20
+
+// InputOption tunes BuildInput.
+type InputOption func(*inputConfig)
+
+type inputConfig struct {
+	maxBodyBytes  int
+	skipBodyParse bool
+}
+
+// WithMaxBodyBytes sets the largest body parsed into input.parsed_body
+// (default DefaultMaxBodyBytes). Larger bodies yield parsed_body null and
+// truncated_body true.
+func WithMaxBodyBytes(n int) InputOption {
+	return func(c *inputConfig) { c.maxBodyBytes = n }
+}
+
+// WithSkipBodyParse leaves parsed_body and truncated_body out of the input,
+// like opa-envoy-plugin's skip-request-body-parse.
+func WithSkipBodyParse() InputOption {
+	return func(c *inputConfig) { c.skipBodyParse = true }
+}
+
+// versionValue is input.version; opa-envoy-plugin sends the same object for
+// v3 requests and policies sometimes branch on it.
+var versionValue = ast.NewObject(
+	[2]*ast.Term{ast.StringTerm("ext_authz"), ast.StringTerm("v3")},
+	[2]*ast.Term{ast.StringTerm("encoding"), ast.StringTerm("protojson")},
+)
+
+// BuildInput turns an ext_authz CheckRequest and the identity established for
+// it into the policy input document. The shape is opa-envoy-plugin's, so its
+// users' policies run unchanged:
+//
+//   - attributes: the CheckRequest attributes in protojson form
+//     (lowerCamelCase names, unset fields omitted, int64 as strings,
+//     timestamps as RFC 3339 strings, enums by name, bytes as base64) —
+//     what the plugin's "encoding": "protojson" promises; plugin releases
+//     since early 2025 build this by reflection instead and differ only in
+//     those non-string corner cases (e.g. attributes.request.time);
+//   - parsed_path: the path before "?", percent-decoded, split on "/" after
+//     trimming leading slashes ("/" gives [""]);
+//   - parsed_query: the query as an object of string arrays;
+//   - parsed_body, truncated_body: a JSON or form body when Envoy sent one;
+//   - source_principal: attributes.source.principal, when set;
+//   - version: {"ext_authz": "v3", "encoding": "protojson"}.
+//
+// Gatehouse adds input.identity (the JSON form of identity.Identity), absent
+// when id is nil, i.e. the caller is anonymous.
+//
+// The value is built as OPA AST directly, without a JSON round trip (see
+// BenchmarkInputAST). A path or query that cannot be decoded, or a JSON body
+// that does not parse, is an error: the caller must deny.
+func BuildInput(req *authv3.CheckRequest, id *identity.Identity, opts ...InputOption) (ast.Value, error) {
+	cfg := inputConfig{maxBodyBytes: DefaultMaxBodyBytes}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if req == nil {
+		return nil, errors.New("policy/input.go: nil CheckRequest")
+	}
+
+	obj, err := messageValue(req.ProtoReflect())
+	if err != nil {
+		return nil, fmt.Errorf("policy/input.go: converting CheckRequest: %w", err)
+	}
+	input, ok := obj.(ast.Object)
+	if !ok {
+		return nil, fmt.Errorf("policy/input.go: CheckRequest converted to %T, want object", obj)
+	}
+
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	parsedPath, parsedQuery, err := parsePathAndQuery(httpReq.GetPath())
+	if err != nil {
+		return nil, fmt.Errorf("policy/input.go: request path %q: %w", httpReq.GetPath(), err)
+	}
+	input.Insert(ast.StringTerm("parsed_path"), ast.NewTerm(parsedPath))
+	input.Insert(ast.StringTerm("parsed_query"), ast.NewTerm(parsedQuery))
+
+	if !cfg.skipBodyParse {
+		body, truncated, err := parseBody(httpReq.GetHeaders(), httpReq.GetBody(), httpReq.GetRawBody(), cfg.maxBodyBytes)
+		if err != nil {
+			return nil, fmt.Errorf("policy/input.go: request body: %w", err)
+		}
+		input.Insert(ast.StringTerm("parsed_body"), ast.NewTerm(body))
+		input.Insert(ast.StringTerm("truncated_body"), ast.BooleanTerm(truncated))
+	}
+
+	if p := req.GetAttributes().GetSource().GetPrincipal(); p != "" {
+		input.Insert(ast.StringTerm("source_principal"), ast.StringTerm(p))
+	}
+	input.Insert(ast.StringTerm("version"), ast.NewTerm(versionValue))
+
+	if id != nil {
+		idv, err := identityValue(id)
+		if err != nil {
+			return nil, fmt.Errorf("policy/input.go: identity: %w", err)
+		}
+		input.Insert(ast.StringTerm("identity"), ast.NewTerm(idv))
+	}
+	return input, nil
+}
+
+// identityValue uses the identity's own JSON tags so input.identity always
+// matches what identity.go documents, whatever fields it gains.
+func identityValue(id *identity.Identity) (ast.Value, error) {
+	b, err := json.Marshal(id)
+	if err != nil {
+		return nil, err
+	}
+	return ast.ValueFromReader(bytes.NewReader(b))
+}
+
+// parsePathAndQuery mirrors opa-envoy-plugin: the whole path part is
+// percent-decoded first (so "%2F" becomes a separator and "%2e%2e" a ".."
+// segment, which policies must reject), then split on "/".
+func parsePathAndQuery(path string) (*ast.Array, ast.Object, error) {
+	rawPath, rawQuery, _ := strings.Cut(path, "?")
+	decoded, err := url.PathUnescape(rawPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	segs := strings.Split(strings.TrimLeft(decoded, "/"), "/")
+	terms := make([]*ast.Term, len(segs))
+	for i, s := range segs {
+		terms[i] = ast.StringTerm(s)
+	}
+
+	// url.ParseQuery rejects ";" separators and bad escapes; like the plugin
+	// we treat that as an error rather than guess what the upstream sees.
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, nil, err
+	}
+	query := ast.NewObjectWithCapacity(len(q))
+	for k, vs := range q {
+		query.Insert(ast.StringTerm(k), ast.NewTerm(stringArray(vs)))
+	}
+	return ast.NewArray(terms...), query, nil
+}
+
+func stringArray(ss []string) *ast.Array {
+	terms := make([]*ast.Term, len(ss))
+	for i, s := range ss {
+		terms[i] = ast.StringTerm(s)
+	}
+	return ast.NewArray(terms...)
+}
+
+// parseBody follows opa-envoy-plugin for JSON and form bodies: Envoy's
+// x-envoy-auth-partial-body header or a content-length larger than what was
+// sent mark the body truncated, and a truncated body is never parsed. Other
+// content types (multipart, gRPC) give parsed_body null.
+func parseBody(headers map[string]string, body string, raw []byte, maxBytes int) (ast.Value, bool, error) {
+	if headers["x-envoy-auth-partial-body"] == "true" {
+		return ast.NullValue, true, nil
+	}
+	ct := headers["content-type"]
+	isJSON := strings.Contains(ct, "application/json")
+	isForm := strings.Contains(ct, "application/x-www-form-urlencoded")
+	if !isJSON && !isForm {
+		return ast.NullValue, false, nil
+	}
+	if body == "" {
+		body = string(raw)
+	}
+	if body == "" {
+		return ast.NullValue, false, nil
+	}
+	if cl, ok := headers["content-length"]; ok {
+		n, err := strconv.ParseInt(cl, 10, 64)
+		if err != nil {
+			return nil, false, fmt.Errorf("content-length %q: %w", cl, err)
+		}
+		if n > int64(len(body)) {
+			return ast.NullValue, true, nil
+		}
+	}
+	if len(body) > maxBytes {
+		return ast.NullValue, true, nil
+	}
+	if isForm {
+		q, err := url.ParseQuery(body)
+		if err != nil {
+			return nil, false, err
+		}
+		obj := ast.NewObjectWithCapacity(len(q))
+		for k, vs := range q {
+			obj.Insert(ast.StringTerm(k), ast.NewTerm(stringArray(vs)))
+		}
+		return obj, false, nil
+	}
+	v, err := ast.ValueFromReader(strings.NewReader(body))
+	if err != nil {
+		return nil, false, err
+	}
+	return v, false, nil
+}
+
+// messageValue converts a message to the AST of its protojson encoding
+// (default options) without producing JSON text.
+func messageValue(m protoreflect.Message) (ast.Value, error) {
+	desc := m.Descriptor()
+	switch desc.FullName() {
+	case "google.protobuf.Struct":
+		return structValue(m)
+	case "google.protobuf.Value":
+		return protoValueValue(m)
+	case "google.protobuf.ListValue":
+		return listValueValue(m)
+	case "google.protobuf.Timestamp":
+		return timestampValue(m)
+	}
+	if desc.ParentFile().Package() == "google.protobuf" {
+		// Any, Duration, wrappers, FieldMask…: rare in a CheckRequest, so let
+		// protojson do the exact encoding.
+		b, err := protojson.Marshal(m.Interface())
+		if err != nil {
+			return nil, err
+		}
+		return ast.ValueFromReader(bytes.NewReader(b))
+	}
+
+	obj := ast.NewObjectWithCapacity(desc.Fields().Len())
+	var err error
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		var val ast.Value
+		switch {
+		case fd.IsMap():
+			val, err = mapValue(fd, v.Map())
+		case fd.IsList():
+			val, err = listValue(fd, v.List())
+		default:
+			val, err = singularValue(fd, v)
+		}
+		if err != nil {
+			err = fmt.Errorf("%s: %w", fd.FullName(), err)
+			return false
+		}
+		obj.Insert(ast.StringTerm(fd.JSONName()), ast.NewTerm(val))
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+func mapValue(fd protoreflect.FieldDescriptor, mv protoreflect.Map) (ast.Value, error) {
+	obj := ast.NewObjectWithCapacity(mv.Len())
+	valDesc := fd.MapValue()
+	var err error
+	mv.Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
+		var val ast.Value
+		if val, err = singularValue(valDesc, v); err != nil {
+			return false
+		}
+		obj.Insert(ast.StringTerm(k.String()), ast.NewTerm(val))
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+func listValue(fd protoreflect.FieldDescriptor, l protoreflect.List) (ast.Value, error) {
+	terms := make([]*ast.Term, l.Len())
+	for i := range l.Len() {
+		v, err := singularValue(fd, l.Get(i))
+		if err != nil {
+			return nil, err
+		}
+		terms[i] = ast.NewTerm(v)
+	}
+	return ast.NewArray(terms...), nil
+}
+
+func singularValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) (ast.Value, error) {
+	switch fd.Kind() {
+	case protoreflect.BoolKind:
+		return ast.Boolean(v.Bool()), nil
+	case protoreflect.StringKind:
+		return ast.String(v.String()), nil
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		return ast.Number(strconv.FormatInt(v.Int(), 10)), nil
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		return ast.Number(strconv.FormatUint(v.Uint(), 10)), nil
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		return ast.String(strconv.FormatInt(v.Int(), 10)), nil
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return ast.String(strconv.FormatUint(v.Uint(), 10)), nil
+	case protoreflect.FloatKind:
+		return floatValue(v.Float(), 32), nil
+	case protoreflect.DoubleKind:
+		return floatValue(v.Float(), 64), nil
+	case protoreflect.BytesKind:
+		return ast.String(base64.StdEncoding.EncodeToString(v.Bytes())), nil
+	case protoreflect.EnumKind:
+		if fd.Enum().FullName() == "google.protobuf.NullValue" {
+			return ast.NullValue, nil
+		}
+		if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
+			return ast.String(ev.Name()), nil
+		}
+		return ast.Number(strconv.FormatInt(int64(v.Enum()), 10)), nil
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		return messageValue(v.Message())
+	}
+	return nil, fmt.Errorf("unsupported field kind %v", fd.Kind())
+}
+
+// floatValue encodes like protojson: non-finite numbers become strings.
+func floatValue(f float64, bits int) ast.Value {
+	switch {
+	case math.IsNaN(f):
+		return ast.String("NaN")
+	case math.IsInf(f, 1):
+		return ast.String("Infinity")
+	case math.IsInf(f, -1):
+		return ast.String("-Infinity")
+	}
+	return ast.Number(strconv.FormatFloat(f, 'g', -1, bits))
+}
+
+func structValue(m protoreflect.Message) (ast.Value, error) {
+	fd := m.Descriptor().Fields().ByName("fields")
+	return mapValue(fd, m.Get(fd).Map())
+}
+
+func listValueValue(m protoreflect.Message) (ast.Value, error) {
+	fd := m.Descriptor().Fields().ByName("values")
+	return listValue(fd, m.Get(fd).List())
+}
+
+func protoValueValue(m protoreflect.Message) (ast.Value, error) {
+	od := m.Descriptor().Oneofs().ByName("kind")
+	fd := m.WhichOneof(od)
+	if fd == nil {
+		return nil, errors.New("google.protobuf.Value with no kind set")
+	}
+	v := m.Get(fd)
+	if fd.Kind() == protoreflect.DoubleKind {
+		f := v.Float()
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, fmt.Errorf("google.protobuf.Value holds non-finite number %v", f)
+		}
+	}
+	return singularValue(fd, v)
+}
+
+// Timestamp bounds protojson accepts: years 0001 to 9999.
+const (
+	minTimestampSeconds = -62135596800
+	maxTimestampSeconds = 253402300799
+)
+
+func timestampValue(m protoreflect.Message) (ast.Value, error) {
+	fields := m.Descriptor().Fields()
+	secs := m.Get(fields.ByName("seconds")).Int()
+	nanos := m.Get(fields.ByName("nanos")).Int()
+	if secs < minTimestampSeconds || secs > maxTimestampSeconds || nanos < 0 || nanos > 999_999_999 {
+		return nil, fmt.Errorf("invalid timestamp seconds=%d nanos=%d", secs, nanos)
+	}
+	// Same fraction trimming as protojson: 0, 3, 6 or 9 digits.
+	s := time.Unix(secs, nanos).UTC().Format("2006-01-02T15:04:05.000000000")
+	s = strings.TrimSuffix(s, "000")
+	s = strings.TrimSuffix(s, "000")
+	s = strings.TrimSuffix(s, ".000")
+	return ast.String(s + "Z"), nil
+}
