@@ -86,7 +86,7 @@ type Issuer struct {
 	Strategies []Strategy    `yaml:"strategies"` // default [jwks]
 	Discovery  bool          `yaml:"discovery"`  // find jwks_uri via /.well-known/openid-configuration
 	JWKSURI    string        `yaml:"jwks_uri"`
-	Algorithms []string      `yaml:"algorithms"` // default [RS256, ES256]
+	Algorithms []string      `yaml:"algorithms"`  // default [RS256, ES256]
 	TrustedCAs []string      `yaml:"trusted_cas"` // PEM files, for x5c
 	ClockSkew  time.Duration `yaml:"clock_skew"`  // default 60s
 	// Kind is the identity kind tokens of this issuer establish: user|service.
