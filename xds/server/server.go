@@ -1,0 +1,217 @@
+// Package server serves Gatehouse's xDS cache over gRPC: aggregated
+// discovery (ADS) in both state-of-the-world and delta form, with ACK/NACK
+// tracking, Prometheus metrics and an admin status endpoint.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/gatehouse-proxy/gatehouse/xds/cache"
+)
+
+// Cache is what the server needs from the cache: watches to answer, and a
+// place to record what each node was sent and how it answered.
+type Cache interface {
+	gcache.Cache
+	StreamOpened(nodeID string)
+	StreamClosed(nodeID string)
+	RecordSent(nodeID string, p cache.Push) cache.Push
+	RecordAck(nodeID string, p cache.Push)
+	RecordNack(nodeID string, p cache.Push, nonce, msg string, at time.Time)
+	Status() []cache.NodeStatus
+}
+
+var _ Cache = (*cache.Cache)(nil)
+
+// Option configures a Server.
+type Option func(*options)
+
+type options struct {
+	log                  *slog.Logger
+	reg                  prometheus.Registerer
+	params               keepalive.ServerParameters
+	policy               keepalive.EnforcementPolicy
+	maxConcurrentStreams uint32
+	maxRecvMsgSize       int
+	now                  func() time.Time
+}
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithRegisterer registers the server's metrics; without it they are kept
+// but not exported.
+func WithRegisterer(r prometheus.Registerer) Option { return func(o *options) { o.reg = r } }
+
+// WithKeepalive replaces the keepalive parameters and enforcement policy.
+func WithKeepalive(p keepalive.ServerParameters, e keepalive.EnforcementPolicy) Option {
+	return func(o *options) { o.params, o.policy = p, e }
+}
+
+// WithMaxConcurrentStreams bounds streams per client connection.
+func WithMaxConcurrentStreams(n uint32) Option {
+	return func(o *options) { o.maxConcurrentStreams = n }
+}
+
+// WithMaxRecvMsgSize bounds the size of one discovery request.
+func WithMaxRecvMsgSize(n int) Option { return func(o *options) { o.maxRecvMsgSize = n } }
+
+// Server is an ADS server over a Cache. Create it with New.
+type Server struct {
+	cache   Cache
+	log     *slog.Logger
+	opts    options
+	metrics *metrics
+	xds     serverv3.Server
+	// stop ends every xDS stream; streams are endless otherwise and would
+	// hold a graceful stop forever.
+	stop context.CancelFunc
+
+	mu      sync.Mutex
+	streams map[streamKey]*streamState
+}
+
+// streamKey separates SotW and delta stream ids, which go-control-plane
+// counts independently.
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
+type streamState struct {
+	node    string
+	pending map[string]pending // type URL → last push awaiting an answer
+}
+
+type pending struct {
+	nonce string
+	push  cache.Push
+}
+
+// New returns a server for c. Metrics are registered here; an error means
+// the registerer already holds them.
+func New(c Cache, opts ...Option) (*Server, error) {
+	o := options{
+		log: slog.New(slog.DiscardHandler),
+		params: keepalive.ServerParameters{
+			// Proxies hold one stream for ever; idle means broken.
+			MaxConnectionIdle: 5 * time.Minute,
+			Time:              30 * time.Second,
+			Timeout:           10 * time.Second,
+		},
+		policy: keepalive.EnforcementPolicy{
+			// Envoy and grpc-go commonly ping every 10-30s; allow that.
+			MinTime:             10 * time.Second,
+			PermitWithoutStream: true,
+		},
+		maxConcurrentStreams: 100,
+		// Requests are names, versions and an error detail.
+		maxRecvMsgSize: 4 << 20,
+		now:            time.Now,
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	m, err := newMetrics(o.reg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cache:   c,
+		log:     o.log,
+		opts:    o,
+		metrics: m,
+		streams: map[streamKey]*streamState{},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	s.xds = serverv3.NewServer(ctx, c, s.callbacks(),
+		// Envoy relies on CDS→EDS→LDS→RDS ordering over ADS.
+		sotw.WithOrderedADS(),
+		sotw.WithLogger(gcpLogger{o.log}),
+		// Only LDS and CDS may be wildcard; an empty RDS/EDS/SDS request
+		// (grpc-go unsubscribing) must not mean "everything".
+		sotw.DeactivateLegacyWildcardForTypes([]string{
+			resource.RouteType, resource.EndpointType, resource.SecretType,
+		}),
+	)
+	return s, nil
+}
+
+// ServerOptions are the gRPC options the xDS server should run with:
+// keepalive, stream and message size limits.
+func (s *Server) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveParams(s.opts.params),
+		grpc.KeepaliveEnforcementPolicy(s.opts.policy),
+		grpc.MaxConcurrentStreams(s.opts.maxConcurrentStreams),
+		grpc.MaxRecvMsgSize(s.opts.maxRecvMsgSize),
+	}
+}
+
+// Register adds the ADS service (SotW and delta) to g. g should be built
+// with ServerOptions.
+func (s *Server) Register(g *grpc.Server) {
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+}
+
+// Close ends every open xDS stream; the server serves no new ones.
+func (s *Server) Close() { s.stop() }
+
+// Serve runs a gRPC server with ADS on lis until ctx ends, then closes the
+// xDS streams and stops gracefully. It returns nil after ctx ends.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	g := grpc.NewServer(s.ServerOptions()...)
+	s.Register(g)
+
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+		case <-done:
+		}
+		s.Close()
+		g.GracefulStop()
+	})
+	err := g.Serve(lis)
+	close(done)
+	wg.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, grpc.ErrServerStopped)) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("xds serve: %w", err)
+	}
+	return nil
+}
+
+// gcpLogger routes go-control-plane logs to slog; its Info level is
+// per-request chatter, so it goes to Debug.
+type gcpLogger struct{ l *slog.Logger }
+
+func (g gcpLogger) logf(lvl slog.Level, f string, a []any) {
+	if g.l.Enabled(context.Background(), lvl) {
+		g.l.Log(context.Background(), lvl, fmt.Sprintf(f, a...))
+	}
+}
+
+func (g gcpLogger) Debugf(f string, a ...any) { g.logf(slog.LevelDebug, f, a) }
+func (g gcpLogger) Infof(f string, a ...any)  { g.logf(slog.LevelDebug, f, a) }
+func (g gcpLogger) Warnf(f string, a ...any)  { g.logf(slog.LevelWarn, f, a) }
+func (g gcpLogger) Errorf(f string, a ...any) { g.logf(slog.LevelError, f, a) }
