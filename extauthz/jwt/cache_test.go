@@ -1,0 +1,186 @@
+package jwt
+
+import (
+	"context"
+	"crypto/elliptic"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestCacheHitSkipsVerification(t *testing.T) {
+	a := rsaTestKey("a", "RS256", 0)
+	b := rsaTestKey("b", "RS256", 1)
+	idp := newTestIdP(t, a)
+	clock := newTestClock()
+	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)})
+	ctx := context.Background()
+	tok := a.token(t, claimsFor(idp.issuer(), clock.Now()), nil)
+	first, err := v.Verify(ctx, tok)
+	must(t, err)
+
+	// Withdraw a at the IdP. The cached result is still served, proving the
+	// cache path does not re-verify; a fresh token for a is rejected.
+	idp.setKeys(t, b)
+	must(t, v.Refresh(ctx))
+	second, err := v.Verify(ctx, tok)
+	must(t, err)
+	if second != first {
+		t.Error("cache hit returned a different result")
+	}
+	_, err = v.Verify(ctx, a.token(t, claimsFor(idp.issuer(), clock.Now()), map[string]any{"n": 1}))
+	wantReason(t, err, ReasonUnknownKID)
+
+	// Purge drops it.
+	v.Purge()
+	_, err = v.Verify(ctx, tok)
+	wantReason(t, err, ReasonUnknownKID)
+}
+
+func TestCacheNeverOutlivesExpOrMaxTTL(t *testing.T) {
+	tests := []struct {
+		name    string
+		expIn   time.Duration
+		maxTTL  time.Duration
+		advance time.Duration
+	}{
+		{"bounded by exp", 2 * time.Minute, time.Hour, 2 * time.Minute},
+		{"bounded by max TTL", time.Hour, time.Minute, time.Minute},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := rsaTestKey("a", "RS256", 0)
+			idp := newTestIdP(t, a)
+			clock := newTestClock()
+			v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)}, WithCache(100, tc.maxTTL))
+			ctx := context.Background()
+			c := claimsFor(idp.issuer(), clock.Now())
+			c["exp"] = clock.Now().Add(tc.expIn).Unix()
+			tok := a.token(t, c, nil)
+			_, err := v.Verify(ctx, tok)
+			must(t, err)
+
+			// Withdraw the key: from now on only a cache hit can succeed.
+			idp.setKeys(t, rsaTestKey("b", "RS256", 1))
+			must(t, v.Refresh(ctx))
+			clock.Advance(tc.advance - time.Second)
+			if _, err := v.Verify(ctx, tok); err != nil {
+				t.Fatalf("just before the bound: %v (want cache hit)", err)
+			}
+			clock.Advance(time.Second)
+			if _, err := v.Verify(ctx, tok); err == nil {
+				t.Fatal("cache served an entry at its bound")
+			}
+		})
+	}
+}
+
+func TestCacheDoesNotCacheFailures(t *testing.T) {
+	a := rsaTestKey("a", "RS256", 0)
+	b := rsaTestKey("b", "RS256", 1)
+	idp := newTestIdP(t, a)
+	clock := newTestClock()
+	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)})
+	ctx := context.Background()
+	tok := b.token(t, claimsFor(idp.issuer(), clock.Now()), nil)
+	_, err := v.Verify(ctx, tok)
+	wantReason(t, err, ReasonUnknownKID)
+	idp.setKeys(t, a, b)
+	clock.Advance(11 * time.Second)
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatalf("failure was cached: %v", err)
+	}
+}
+
+func TestCacheIsBounded(t *testing.T) {
+	c := newResultCache(64, time.Hour)
+	now := time.Now()
+	res := &Result{Expiry: now.Add(time.Hour)}
+	for i := range 1000 {
+		k := cacheKey{}
+		copy(k[:], fmt.Sprintf("%032d", i))
+		k[0] = byte(i)
+		c.put(&k, res, now)
+	}
+	if n := c.len(); n > 64 {
+		t.Fatalf("cache holds %d entries, limit 64", n)
+	}
+	// LRU: the most recent key is present, the first is gone.
+	var last, first cacheKey
+	copy(last[:], fmt.Sprintf("%032d", 999))
+	last[0] = byte(999 % 256)
+	copy(first[:], fmt.Sprintf("%032d", 0))
+	first[0] = 0
+	if _, ok := c.get(&last, now); !ok {
+		t.Error("most recent entry evicted")
+	}
+	if _, ok := c.get(&first, now); ok {
+		t.Error("oldest entry survived 1000 inserts")
+	}
+	if newResultCache(0, time.Hour) != nil {
+		t.Error("size 0 should disable the cache")
+	}
+}
+
+func TestCacheDisabled(t *testing.T) {
+	a := rsaTestKey("a", "RS256", 0)
+	idp := newTestIdP(t, a)
+	clock := newTestClock()
+	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)}, WithCache(0, 0))
+	tok := a.token(t, claimsFor(idp.issuer(), clock.Now()), nil)
+	r1, err := v.Verify(context.Background(), tok)
+	must(t, err)
+	r2, err := v.Verify(context.Background(), tok)
+	must(t, err)
+	if r1 == r2 {
+		t.Error("results shared although the cache is disabled")
+	}
+}
+
+// BenchmarkVerifyRS256 measures the cache-miss path: strict parsing, claims
+// decoding, JWKS lookup, RS256 verification and claim checks.
+func BenchmarkVerifyRS256(b *testing.B) {
+	benchmarkVerify(b, rsaTestKey("a", "RS256", 0), false)
+}
+
+func BenchmarkVerifyES256(b *testing.B) {
+	benchmarkVerify(b, ecTestKey(b, "a", "ES256", elliptic.P256()), false)
+}
+
+// BenchmarkVerifyCached measures the fast path for a repeated token.
+func BenchmarkVerifyCached(b *testing.B) {
+	benchmarkVerify(b, rsaTestKey("a", "RS256", 0), true)
+}
+
+func benchmarkVerify(b *testing.B, k testKey, cached bool) {
+	idp := newTestIdP(b, k)
+	clock := newTestClock()
+	opts := []Option{WithCache(0, 0)}
+	if cached {
+		opts = nil
+	}
+	v := newTestVerifier(b, clock, []IssuerConfig{jwksIssuer(idp)}, opts...)
+	ctx := context.Background()
+	n := 256
+	if cached {
+		n = 1
+	}
+	toks := make([]string, n)
+	for i := range toks {
+		c := claimsFor(idp.issuer(), clock.Now())
+		c["jti"] = fmt.Sprint(i)
+		toks[i] = k.token(b, c, nil)
+	}
+	if _, err := v.Verify(ctx, toks[0]); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		if _, err := v.Verify(ctx, toks[i%n]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
