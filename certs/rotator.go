@@ -177,6 +177,14 @@ func (r *Rotator) OnRotate(fn func(spiffeID string, leaf *Leaf)) (cancel func())
 func (r *Rotator) SetIssuer(iss LeafIssuer) {
 	r.mu.Lock()
 	r.issuer = iss
+	r.mu.Unlock()
+	r.RenewAll()
+}
+
+// RenewAll has Run re-issue every held leaf promptly, as when an operator
+// forces a rotation; subscribers hear of each new leaf as usual.
+func (r *Rotator) RenewAll() {
+	r.mu.Lock()
 	for _, e := range r.entries {
 		e.force = true
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -24,7 +25,7 @@ func TestStreamsDoNotLeak(t *testing.T) {
 	if err := h.cache.SetResources(ctx, nodeID, cachetest.Set(nil, "10.0.0.1:1")); err != nil {
 		t.Fatal(err)
 	}
-	base := runtime.NumGoroutine()
+	base := settledGoroutines(t, h.addr)
 
 	cc, err := grpc.NewClient(h.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -82,4 +83,35 @@ func TestStreamsDoNotLeak(t *testing.T) {
 		return true
 	})
 	eventually(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= base })
+}
+
+// settledGoroutines makes sure the server is fully serving (its accept loop
+// and helpers started, one stream served and closed), then returns the
+// goroutine count once it stops changing. Measuring earlier would count
+// server start-up goroutines as a leak.
+func settledGoroutines(t *testing.T, addr string) int {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err == nil {
+		err = s.Send(sotwReq(&corev3.Node{Id: "warm-up"}, resource.ClusterType))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	cc.Close()
+	last, same := -1, 0
+	for deadline := time.Now().Add(10 * time.Second); same < 5 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if n := runtime.NumGoroutine(); n == last {
+			same++
+		} else {
+			last, same = n, 0
+		}
+	}
+	return last
 }
