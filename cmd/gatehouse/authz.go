@@ -9,15 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/gatehouse-proxy/gatehouse/extauthz"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
@@ -84,83 +79,7 @@ func parseArgs(fs *flag.FlagSet, args []string) (code int, ok bool) {
 }
 
 func runAuthz(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var cf commonFlags
-	var listen, adminAddr, policyDir string
-	fs := newFlagSet("authz", "Runs the Envoy ext_authz gRPC server (envoy.service.auth.v3.Authorization):\nidentity from bearer JWTs and mTLS peer certificates, decisions from the\nRego policies in the policy directory, reloaded live.", stderr)
-	cf.register(fs)
-	fs.StringVar(&listen, "listen", "", "override listen.authz (gRPC host:port)")
-	fs.StringVar(&adminAddr, "admin", "", "override listen.admin (HTTP host:port for /healthz, /readyz, /metrics)")
-	fs.StringVar(&policyDir, "policies", "", "override authz.policies.dir")
-	if code, ok := parseArgs(fs, args); !ok {
-		return code
-	}
-	cfg, log, err := cf.load(stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "gatehouse authz: %v\n", err)
-		return 1
-	}
-	override(&cfg.Listen.Authz, listen)
-	override(&cfg.Listen.Admin, adminAddr)
-	override(&cfg.Authz.Policies.Dir, policyDir)
-	if err := serveAuthz(ctx, cfg, log, stdout); err != nil {
-		log.Error("gatehouse authz stopped", "err", err)
-		return 1
-	}
-	return 0
-}
-
-func override(dst *string, v string) {
-	if v != "" {
-		*dst = v
-	}
-}
-
-// serveAuthz runs the ext_authz server and its admin endpoints until ctx
-// ends.
-func serveAuthz(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	adm := admin.New(reg, log)
-
-	authzLis, err := net.Listen("tcp", cfg.Listen.Authz)
-	if err != nil {
-		return fmt.Errorf("listen.authz: %w", err)
-	}
-	adminLis, err := net.Listen("tcp", cfg.Listen.Admin)
-	if err != nil {
-		authzLis.Close()
-		return fmt.Errorf("listen.admin: %w", err)
-	}
-	g, ctx := errgroup.WithContext(ctx)
-	authzSrv, err := buildAuthz(ctx, g, cfg, log, reg, adm)
-	if err != nil {
-		authzLis.Close()
-		adminLis.Close()
-		return err
-	}
-	gs := grpc.NewServer(
-		grpc.MaxRecvMsgSize(4<<20),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
-	authzSrv.Register(gs)
-
-	fmt.Fprintf(stdout, "gatehouse authz: ext_authz gRPC on %s, admin HTTP on %s\n", authzLis.Addr(), adminLis.Addr())
-	log.Info("ext_authz listening", "addr", authzLis.Addr().String(), "admin", adminLis.Addr().String())
-	g.Go(func() error { return gs.Serve(authzLis) })
-	g.Go(func() error { return adm.Serve(ctx, adminLis) })
-	g.Go(func() error {
-		<-ctx.Done()
-		stopped := make(chan struct{})
-		go func() { gs.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(10 * time.Second):
-			gs.Stop()
-		}
-		return nil
-	})
-	return g.Wait()
+	return runServer(ctx, "authz", "Runs the Envoy ext_authz gRPC server (envoy.service.auth.v3.Authorization):\nidentity from bearer JWTs and mTLS peer certificates, decisions from the\nRego policies in the policy directory, reloaded live.", parts{authz: true}, args, stdout, stderr)
 }
 
 // buildAuthz assembles the ext_authz server from the config: the policy

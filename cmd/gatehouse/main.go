@@ -21,7 +21,10 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"serve", "run the xDS control plane and the ext_authz server in one process", runServe},
 		{"authz", "run the ext_authz gRPC server (envoy.service.auth.v3)", runAuthz},
+		{"xds", "run the xDS control plane (ADS: LDS/RDS/CDS/EDS/SDS) with its CA", runXDS},
+		{"bootstrap", "print the Envoy bootstrap for one proxy of the config", runBootstrap},
 		{"validate", "check a config file and its policies; exit 1 with file:line errors", runValidate},
 		{"ca", "manage the local certificate authority (init, issue, inspect, rotate)", runCA},
 	}

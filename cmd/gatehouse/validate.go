@@ -8,6 +8,8 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse/extauthz/policy"
 	"github.com/gatehouse-proxy/gatehouse/internal/config"
+	"github.com/gatehouse-proxy/gatehouse/xds/translate"
+	"github.com/gatehouse-proxy/gatehouse/xds/validate"
 )
 
 // runValidate checks what a server would load — the config file and the
@@ -16,7 +18,7 @@ import (
 func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cf commonFlags
 	var policyDir string
-	fs := newFlagSet("validate", "Checks a config file and its Rego policies and prints every problem as\nfile:line: message. Exits 0 when all is valid, 1 otherwise.", stderr)
+	fs := newFlagSet("validate", "Checks a config file (schema, and the mesh as translated for proxies) and its Rego policies and prints every problem as\nfile:line: message. Exits 0 when all is valid, 1 otherwise.", stderr)
 	cf.register(fs)
 	fs.StringVar(&policyDir, "policies", "", "override authz.policies.dir")
 	if code, ok := parseArgs(fs, args); !ok {
@@ -42,6 +44,16 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return 1
 	}
 	override(&cfg.Authz.Policies.Dir, policyDir)
+	// The mesh as proxies would receive it: translated and deep-validated.
+	if res, err := translate.Translate(&cfg.Mesh, translate.WithIdentityHeaderPrefix(cfg.Authz.Headers.Prefix)); err != nil {
+		report(fmt.Errorf("%s: mesh: %w", cf.config, err))
+	} else {
+		for _, nr := range res.Nodes {
+			if err := validate.Validate(nr, nr.SecretNames...); err != nil {
+				report(fmt.Errorf("%s: mesh: %w", cf.config, err))
+			}
+		}
+	}
 	for _, err := range policy.Check(cfg.Authz.Policies.Dir) {
 		report(err)
 	}

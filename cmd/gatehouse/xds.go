@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/gatehouse-proxy/gatehouse/certs"
+	"github.com/gatehouse-proxy/gatehouse/internal/admin"
+	"github.com/gatehouse-proxy/gatehouse/internal/config"
+	"github.com/gatehouse-proxy/gatehouse/xds/bootstrap"
+	"github.com/gatehouse-proxy/gatehouse/xds/cache"
+	"github.com/gatehouse-proxy/gatehouse/xds/reconcile"
+	"github.com/gatehouse-proxy/gatehouse/xds/secrets"
+	xdsserver "github.com/gatehouse-proxy/gatehouse/xds/server"
+)
+
+func runXDS(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runServer(ctx, "xds", "Runs the xDS control plane: ADS (SotW and delta) serving listeners, routes,\nclusters, endpoints and SDS secrets built from the config's mesh section,\nwith certificates from the CA in the state directory. Config edits apply live.", parts{xds: true}, args, stdout, stderr)
+}
+
+// buildXDS assembles the control plane: CA, certificate rotator, cache,
+// reconciler (config file → resources) and ADS server, and starts the
+// watchers and rotator in g.
+func buildXDS(ctx context.Context, g *errgroup.Group, cfg *config.Config, cfgPath, stateDir string, log *slog.Logger, reg prometheus.Registerer, adm *admin.Server) (*xdsserver.Server, error) {
+	caDir := filepath.Join(stateDir, "ca")
+	ca, err := openCA(caDir, cfg.Mesh.TrustDomain, log)
+	if err != nil {
+		return nil, err
+	}
+	live := &liveCA{}
+	live.ca.Store(ca)
+	rot := certs.NewRotator(live, certs.WithRotatorLogger(log))
+	c := cache.New(log)
+	rec := reconcile.New(c, secrets.New(live, rot), log)
+	srv, err := xdsserver.New(c, xdsserver.WithLogger(log), xdsserver.WithRegisterer(reg))
+	if err != nil {
+		return nil, err
+	}
+	if err := rec.Apply(ctx, cfg); err != nil {
+		// Keep serving nothing rather than exiting: the file may be fixed live.
+		log.Error("mesh config not applied; proxies get nothing until it is fixed", "err", err)
+	}
+	rot.OnRotate(func(id string, _ *certs.Leaf) {
+		if err := rec.Rotated(ctx, id); err != nil {
+			log.Error("pushing a rotated certificate failed", "spiffe_id", id, "err", err)
+		}
+	})
+	g.Go(func() error { return rot.Run(ctx) })
+	if err := startWatch(g, ctx, log, []string{cfgPath}, func(ctx context.Context) {
+		_ = rec.LoadFile(ctx, cfgPath) // errors are logged and kept in Status
+	}); err != nil {
+		return nil, err
+	}
+	// `gatehouse ca rotate` rewrites the CA directory: load the new CA, push
+	// the new trust bundle (old and new CA during the overlap), re-issue.
+	if err := startWatch(g, ctx, log, []string{caDir + string(os.PathSeparator)}, func(ctx context.Context) {
+		next, err := certs.Load(caDir, certs.WithTrustDomain(cfg.Mesh.TrustDomain), certs.WithLogger(log))
+		if err != nil {
+			log.Error("CA files changed but do not load; the current CA stays", "err", err)
+			return
+		}
+		if next.Certificate().SerialNumber.Cmp(live.ca.Load().Certificate().SerialNumber) == 0 && len(next.Previous()) == len(live.ca.Load().Previous()) {
+			return
+		}
+		live.ca.Store(next)
+		if err := rec.Rotated(ctx, ""); err != nil {
+			log.Error("pushing the new trust bundle failed", "err", err)
+		}
+		rot.RenewAll()
+		log.Info("CA rotated", "serial", next.Certificate().SerialNumber.Text(16))
+	}); err != nil {
+		return nil, err
+	}
+
+	adm.AddReadiness("xds-config", rec.Ready)
+	adm.Handle("GET /debug/xds", srv.StatusHandler())
+	adm.Handle("GET /debug/mesh", admin.JSON(func() any { return rec.Status() }))
+	adm.Handle("POST /debug/rotate", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rot.RenewAll()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, "{\"renewing\": %d}\n", len(rot.IDs()))
+	}))
+	return srv, nil
+}
+
+// openCA loads the CA in dir, creating one on first start.
+func openCA(dir, trustDomain string, log *slog.Logger) (*certs.CA, error) {
+	ca, err := certs.Load(dir, certs.WithTrustDomain(trustDomain), certs.WithLogger(log))
+	if err == nil {
+		return ca, nil
+	}
+	if _, statErr := os.Stat(filepath.Join(dir, "ca.crt")); !errors.Is(statErr, os.ErrNotExist) {
+		return nil, fmt.Errorf("state CA: %w", err)
+	}
+	ca, err = certs.Init(dir, certs.WithTrustDomain(trustDomain), certs.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("state CA: %w", err)
+	}
+	log.Info("created a new CA", "dir", dir, "trust_domain", trustDomain)
+	return ca, nil
+}
+
+// liveCA is the CA currently in force; a CA rotation swaps it while leaves
+// are being issued and bundles built.
+type liveCA struct{ ca atomic.Pointer[certs.CA] }
+
+func (l *liveCA) Issue(id string, opts ...certs.IssueOption) (*certs.Leaf, error) {
+	return l.ca.Load().Issue(id, opts...)
+}
+func (l *liveCA) TrustBundle() []byte { return l.ca.Load().TrustBundle() }
+func (l *liveCA) TrustDomain() string { return l.ca.Load().TrustDomain() }
+
+// runBootstrap prints the bootstrap a proxy of the config starts with.
+func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cf commonFlags
+	var node, xdsAddrs, admin string
+	var grpcClient bool
+	var certFile, keyFile, caFile string
+	fs := newFlagSet("bootstrap", "Prints the bootstrap of one proxy named in the config's mesh section: Envoy\nYAML for an edge or sidecar, grpc-go JSON (GRPC_XDS_BOOTSTRAP_CONFIG) for a\ngrpc_clients entry.", stderr)
+	cf.register(fs)
+	fs.StringVar(&node, "node", "", "proxy name (edge name, sidecar name or grpc client name); required")
+	fs.StringVar(&xdsAddrs, "xds", "", "control plane address(es), host:port, comma-separated; default listen.xds")
+	fs.StringVar(&admin, "envoy-admin", "127.0.0.1:9901", "Envoy admin listener (keep it on loopback)")
+	fs.BoolVar(&grpcClient, "grpc", false, "force the grpc-go flavour (default: chosen by the node's role)")
+	fs.StringVar(&certFile, "cert", "", "gRPC clients: workload certificate file for the gatehouse certificate provider")
+	fs.StringVar(&keyFile, "key", "", "gRPC clients: workload key file")
+	fs.StringVar(&caFile, "ca", "", "gRPC clients: trust bundle file")
+	if code, ok := parseArgs(fs, args); !ok {
+		return code
+	}
+	if node == "" {
+		fmt.Fprintln(stderr, "gatehouse bootstrap: --node is required")
+		fs.Usage()
+		return 2
+	}
+	cfg, err := config.Load[config.Config](cf.config)
+	if err != nil {
+		fmt.Fprintf(stderr, "gatehouse bootstrap: %v\n", err)
+		return 1
+	}
+	role, ok := nodeRole(&cfg.Mesh, node)
+	if !ok {
+		fmt.Fprintf(stderr, "gatehouse bootstrap: %s: no proxy named %q in mesh.edges, mesh.sidecars or mesh.grpc_clients\n", cf.config, node)
+		return 1
+	}
+	cps := strings.Split(xdsAddrs, ",")
+	if xdsAddrs == "" {
+		cps = []string{cfg.Listen.XDS}
+	}
+	var out []byte
+	if grpcClient || role == config.RoleGRPC {
+		out, err = bootstrap.RenderGRPC(bootstrap.GRPCOptions{NodeID: node, ControlPlane: cps[0], Insecure: true, CertFile: certFile, KeyFile: keyFile, CAFile: caFile})
+	} else {
+		out, err = bootstrap.Render(bootstrap.Options{NodeID: node, Cluster: role, ControlPlane: cps, AdminAddress: admin})
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gatehouse bootstrap: %v\n", err)
+		return 1
+	}
+	_, _ = stdout.Write(out)
+	return 0
+}
+
+// nodeRole finds a proxy by node id.
+func nodeRole(m *config.Mesh, node string) (string, bool) {
+	for _, e := range m.Edges {
+		if e.Name == node {
+			return config.RoleEdge, true
+		}
+	}
+	for _, s := range m.Sidecars {
+		if s.Name == node {
+			return config.RoleSidecar, true
+		}
+	}
+	for _, c := range m.GRPCClients {
+		if c.Name == node {
+			return config.RoleGRPC, true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,335 @@
+package e2e
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/xds"
+
+	"github.com/gatehouse-proxy/gatehouse/xds/cache"
+	"github.com/gatehouse-proxy/gatehouse/xds/validate"
+)
+
+// backend is a real gRPC server answering UnaryCall with its id.
+type backend struct {
+	testgrpc.UnimplementedTestServiceServer
+	id string
+}
+
+func (b *backend) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	return &testpb.SimpleResponse{ServerId: b.id}, nil
+}
+
+func startBackend(t *testing.T, id string) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(g, &backend{id: id})
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	return lis.Addr().String()
+}
+
+const meshTemplate = `listen:
+  xds: 127.0.0.1:0
+  admin: 127.0.0.1:0
+mesh:
+  trust_domain: e2e.test
+  authz:
+    address: 127.0.0.1:9001
+  services:
+    - name: greeter
+      endpoints: [%q]
+      protocol: http2
+    - name: orders
+      endpoints: ["127.0.0.1:15443"]
+      mtls: true
+  edges:
+    - name: edge
+      listen: 127.0.0.1:8443
+      tls:
+        dns_names: [shop.e2e.test]
+      routes:
+        - path_prefix: /
+          service: %s
+  sidecars:
+    - service: orders
+  grpc_clients:
+    - name: web
+      targets:
+        - target: xds:///greeter
+          service: greeter
+`
+
+// TestXDSProcess runs `gatehouse xds` on a config file and proves it on real
+// peers: grpc-go's xDS client follows live edits of the file, a bad edit is
+// rejected before anything is pushed, and a raw ADS stream shaped like
+// Envoy's gets SDS certificates rotated by push alone.
+func TestXDSProcess(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "gatehouse.yaml")
+	state := filepath.Join(dir, "state")
+	addrA, addrB := startBackend(t, "A"), startBackend(t, "B")
+	writeFile(t, cfgPath, fmt.Sprintf(meshTemplate, addrA, "orders"))
+
+	_, addrs := start(t, "xds", "--config", cfgPath, "--state-dir", state)
+	if len(addrs) != 2 {
+		t.Fatalf("listening line named %v", addrs)
+	}
+	xdsAddr, adminAddr := addrs[0], addrs[1]
+
+	t.Run("CA created with private files", func(t *testing.T) {
+		for path, want := range map[string]os.FileMode{filepath.Join(state, "ca"): 0o700 | os.ModeDir, filepath.Join(state, "ca", "ca.key"): 0o600} {
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode() != want {
+				t.Errorf("%s mode %v, want %v", path, fi.Mode(), want)
+			}
+		}
+	})
+
+	// grpc-go's xDS client, bootstrapped by `gatehouse bootstrap`.
+	out, err := exec.Command(binary, "bootstrap", "--config", cfgPath, "--node", "web", "--xds", xdsAddr).Output()
+	if err != nil {
+		t.Fatalf("gatehouse bootstrap: %v", err)
+	}
+	rb, err := xds.NewXDSResolverWithConfigForTesting(out)
+	if err != nil {
+		t.Fatalf("grpc-go refuses the bootstrap: %v\n%s", err, out)
+	}
+	cc, err := grpc.NewClient("xds:///greeter", grpc.WithResolvers(rb), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := testgrpc.NewTestServiceClient(cc)
+	reaches := func(id string) {
+		t.Helper()
+		eventually(t, "grpc-go reaches backend "+id, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			resp, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
+			if err != nil {
+				return err
+			}
+			if resp.GetServerId() != id {
+				return fmt.Errorf("reached %s", resp.GetServerId())
+			}
+			return nil
+		})
+	}
+	reaches("A")
+
+	writeFile(t, cfgPath, fmt.Sprintf(meshTemplate, addrB, "orders"))
+	reaches("B")
+
+	// A route to a service that does not exist: rejected with its line, and
+	// nothing is pushed — calls keep reaching B.
+	writeFile(t, cfgPath, fmt.Sprintf(meshTemplate, addrA, "nowhere"))
+	eventually(t, "bad edit reported", func() error {
+		body := httpGet(t, "http://"+adminAddr+"/debug/mesh")
+		if !strings.Contains(body, "gatehouse.yaml:22:11: mesh.edges[0].routes[0].service") || !strings.Contains(body, "nowhere") {
+			return fmt.Errorf("/debug/mesh: %s", body)
+		}
+		return nil
+	})
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
+		cancel()
+		if err != nil || resp.GetServerId() != "B" {
+			t.Fatalf("after a rejected edit: %v %v", resp, err)
+		}
+	}
+	writeFile(t, cfgPath, fmt.Sprintf(meshTemplate, addrB, "orders"))
+
+	t.Run("SDS rotation by push", func(t *testing.T) { testSDSRotation(t, xdsAddr, adminAddr) })
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// adsStream is an Envoy-shaped SotW ADS client for one node.
+type adsStream struct {
+	t    *testing.T
+	s    discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	node *corev3.Node
+}
+
+func (a *adsStream) request(typ string, version, nonce string, names ...string) {
+	a.t.Helper()
+	if err := a.s.Send(&discovery.DiscoveryRequest{Node: a.node, TypeUrl: typ, VersionInfo: version, ResponseNonce: nonce, ResourceNames: names}); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+func (a *adsStream) recv() *discovery.DiscoveryResponse {
+	a.t.Helper()
+	resp, err := a.s.Recv()
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return resp
+}
+
+// unpack decodes every resource of resp and validates it against Envoy's
+// protos, typed_config Anys included.
+func unpack(t *testing.T, resp *discovery.DiscoveryResponse) []types.Resource {
+	t.Helper()
+	var out []types.Resource
+	for _, a := range resp.GetResources() {
+		m, err := a.UnmarshalNew()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate.Message(m); err != nil {
+			t.Fatalf("%s failed validation: %v", resp.GetTypeUrl(), err)
+		}
+		out = append(out, m.(types.Resource))
+	}
+	return out
+}
+
+func testSDSRotation(t *testing.T, xdsAddr, adminAddr string) {
+	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &adsStream{t: t, s: s, node: &corev3.Node{Id: "edge", Cluster: "edge"}}
+
+	// Like Envoy: wildcard CDS and LDS first, then what they name.
+	a.request(resource.ClusterType, "", "")
+	cds := a.recv()
+	a.request(resource.ClusterType, cds.GetVersionInfo(), cds.GetNonce())
+	a.request(resource.ListenerType, "", "")
+	lds := a.recv()
+	a.request(resource.ListenerType, lds.GetVersionInfo(), lds.GetNonce())
+	names, err := cache.ReferencedSecrets(unpack(t, lds), unpack(t, cds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) < 2 {
+		t.Fatalf("edge references secrets %v", names)
+	}
+	a.request(resource.SecretType, "", "", names...)
+	var sds *discovery.DiscoveryResponse
+	for sds == nil {
+		// RDS/EDS are not requested; only the secret answer can arrive.
+		if r := a.recv(); r.GetTypeUrl() == resource.SecretType {
+			sds = r
+		}
+	}
+	a.request(resource.SecretType, sds.GetVersionInfo(), sds.GetNonce(), names...)
+	before := serials(t, unpack(t, sds))
+	if len(before) == 0 {
+		t.Fatal("no certificates in the secrets")
+	}
+
+	resp, err := http.Post("http://"+adminAddr+"/debug/rotate", "", nil)
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /debug/rotate: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	// The next push is the secrets, with new serials; listeners and
+	// clusters are not resent.
+	next := a.recv()
+	if next.GetTypeUrl() != resource.SecretType {
+		t.Fatalf("rotation pushed %s, want only secrets", next.GetTypeUrl())
+	}
+	a.request(resource.SecretType, next.GetVersionInfo(), next.GetNonce(), names...)
+	after := serials(t, unpack(t, next))
+	for name, serial := range before {
+		if after[name] == serial {
+			t.Errorf("secret %s kept serial %s after rotation", name, serial)
+		}
+	}
+
+	// The admin page shows what the node was sent and accepted.
+	eventually(t, "ACK of the rotated secrets visible", func() error {
+		var status struct{ Nodes []cache.NodeStatus }
+		if err := json.Unmarshal([]byte(httpGet(t, "http://"+adminAddr+"/debug/xds?node=edge")), &status); err != nil {
+			return err
+		}
+		for _, n := range status.Nodes {
+			if n.NodeID != "edge" {
+				continue
+			}
+			for name, serial := range after {
+				if n.Secrets[name].Acked != serial {
+					return fmt.Errorf("secret %s acked %q, want %q", name, n.Secrets[name].Acked, serial)
+				}
+			}
+			return nil
+		}
+		return fmt.Errorf("edge not in /debug/xds")
+	})
+}
+
+// serials maps each certificate secret to its leaf's serial (hex).
+func serials(t *testing.T, rs []types.Resource) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, r := range rs {
+		s := r.(*tlsv3.Secret)
+		tc := s.GetTlsCertificate()
+		if tc == nil {
+			continue
+		}
+		block, _ := pem.Decode(tc.GetCertificateChain().GetInlineBytes())
+		if block == nil {
+			t.Fatalf("secret %s: no PEM", s.GetName())
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[s.GetName()] = c.SerialNumber.Text(16)
+	}
+	return out
+}
+
