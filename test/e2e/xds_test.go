@@ -332,4 +332,3 @@ func serials(t *testing.T, rs []types.Resource) map[string]string {
 	}
 	return out
 }
-

@@ -47,10 +47,13 @@ func New(bundle Bundle, rot *certs.Rotator, opts ...Option) *Provider {
 	return p
 }
 
-// EdgeSPIFFEID is the identity an edge server certificate is issued under:
-// spiffe://<trust-domain>/edge/<cert name>.
+// EdgeSPIFFEID is the identity an edge's public server certificate is
+// issued under: spiffe://<trust-domain>/edge-tls/<cert name>. It differs
+// from the edge's own workload identity (spiffe://<td>/edge/<name>), which
+// it presents to mTLS services, so the two leaves never share one rotator
+// entry with different DNS names.
 func EdgeSPIFFEID(trustDomain, cert string) string {
-	return "spiffe://" + trustDomain + "/edge/" + cert
+	return "spiffe://" + trustDomain + "/edge-tls/" + cert
 }
 
 // IdentityOf returns the SPIFFE id whose leaf backs the secret, or "" for
