@@ -42,7 +42,18 @@ func buildXDS(ctx context.Context, g *errgroup.Group, cfg *config.Config, cfgPat
 	live.ca.Store(ca)
 	rot := certs.NewRotator(live, certs.WithRotatorLogger(log))
 	c := cache.New(log)
-	rec := reconcile.New(c, secrets.New(live, rot), log)
+	secretOpts := []secrets.Option{secrets.WithLogger(log)}
+	var overrides *certs.DirSource
+	if dir := cfg.Mesh.CertDir; dir != "" {
+		// Operator certificates must chain to the CA in force at start; after
+		// a CA rotation, restart to trust the new CA for them.
+		overrides = certs.NewDirSource(dir, ca.TrustPool(), certs.WithSourceLogger(log))
+		if err := overrides.Reload(); err != nil {
+			log.Error("some operator certificates were rejected; issued ones are served instead", "dir", dir, "err", err)
+		}
+		secretOpts = append(secretOpts, secrets.WithOverrides(overrides))
+	}
+	rec := reconcile.New(c, secrets.New(live, rot, secretOpts...), log)
 	srv, err := xdsserver.New(c, xdsserver.WithLogger(log), xdsserver.WithRegisterer(reg))
 	if err != nil {
 		return nil, err
@@ -57,6 +68,22 @@ func buildXDS(ctx context.Context, g *errgroup.Group, cfg *config.Config, cfgPat
 		}
 	})
 	g.Go(func() error { return rot.Run(ctx) })
+	if overrides != nil {
+		overrides.OnChange(func(name string, _ *certs.Leaf) {
+			log.Info("operator certificate changed", "file", name)
+			// Content-hashed versions: only nodes whose secrets changed get a push.
+			if err := rec.Rotated(ctx, ""); err != nil {
+				log.Error("pushing operator certificates failed", "err", err)
+			}
+		})
+		if err := startWatch(g, ctx, log, []string{overrides.Dir() + string(os.PathSeparator)}, func(context.Context) {
+			if err := overrides.Reload(); err != nil {
+				log.Error("operator certificate rejected; the last good one stays", "dir", overrides.Dir(), "err", err)
+			}
+		}); err != nil {
+			return nil, err
+		}
+	}
 	if err := startWatch(g, ctx, log, []string{cfgPath}, func(ctx context.Context) {
 		_ = rec.LoadFile(ctx, cfgPath) // errors are logged and kept in Status
 	}); err != nil {

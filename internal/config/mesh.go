@@ -44,6 +44,12 @@ type Mesh struct {
 	Sidecars []Sidecar `yaml:"sidecars"`
 	// GRPCClients are proxyless gRPC applications using grpc-go's xDS client.
 	GRPCClients []GRPCClient `yaml:"grpc_clients"`
+	// CertDir holds operator-provided certificates that replace issued ones:
+	// <name>.crt and <name>.key, where name is the SPIFFE path with "/" as
+	// "." (sidecar.orders, edge.edge, edge-tls.<cert> for an edge's TLS
+	// certificate). They must chain to Gatehouse's CA and carry the SPIFFE id
+	// their name says. Watched live; a bad file keeps the last good one.
+	CertDir string `yaml:"cert_dir"`
 }
 
 // MeshAuthz is how Envoy reaches the ext_authz server.

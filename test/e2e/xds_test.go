@@ -78,6 +78,7 @@ mesh:
           service: %s
   sidecars:
     - service: orders
+  cert_dir: %s
   grpc_clients:
     - name: web
       targets:
@@ -94,7 +95,12 @@ func TestXDSProcess(t *testing.T) {
 	cfgPath := filepath.Join(dir, "gatehouse.yaml")
 	state := filepath.Join(dir, "state")
 	addrA, addrB := startBackend(t, "A"), startBackend(t, "B")
-	writeFile(t, cfgPath, fmt.Sprintf(meshTemplate, addrA, "orders"))
+	certDir := filepath.Join(dir, "certs")
+	if err := os.Mkdir(certDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mesh := func(endpoint, service string) string { return fmt.Sprintf(meshTemplate, endpoint, service, certDir) }
+	writeFile(t, cfgPath, mesh(addrA, "orders"))
 
 	_, addrs := start(t, "xds", "--config", cfgPath, "--state-dir", state)
 	if len(addrs) != 2 {
@@ -146,12 +152,12 @@ func TestXDSProcess(t *testing.T) {
 	}
 	reaches("A")
 
-	writeFile(t, cfgPath, fmt.Sprintf(meshTemplate, addrB, "orders"))
+	writeFile(t, cfgPath, mesh(addrB, "orders"))
 	reaches("B")
 
 	// A route to a service that does not exist: rejected with its line, and
 	// nothing is pushed — calls keep reaching B.
-	writeFile(t, cfgPath, fmt.Sprintf(meshTemplate, addrA, "nowhere"))
+	writeFile(t, cfgPath, mesh(addrA, "nowhere"))
 	eventually(t, "bad edit reported", func() error {
 		body := httpGet(t, "http://"+adminAddr+"/debug/mesh")
 		if !strings.Contains(body, "gatehouse.yaml:22:11: mesh.edges[0].routes[0].service") || !strings.Contains(body, "nowhere") {
@@ -167,9 +173,120 @@ func TestXDSProcess(t *testing.T) {
 			t.Fatalf("after a rejected edit: %v %v", resp, err)
 		}
 	}
-	writeFile(t, cfgPath, fmt.Sprintf(meshTemplate, addrB, "orders"))
+	writeFile(t, cfgPath, mesh(addrB, "orders"))
 
 	t.Run("SDS rotation by push", func(t *testing.T) { testSDSRotation(t, xdsAddr, adminAddr) })
+	t.Run("operator certificates from cert_dir", func(t *testing.T) { testCertDir(t, adminAddr, state, certDir) })
+	t.Run("CA rotation with overlap", func(t *testing.T) { testCARotation(t, adminAddr, state) })
+}
+
+// heldSerial is the serial label of a secret the cache holds for node.
+func heldSerial(t *testing.T, adminAddr, node, secret string) string {
+	t.Helper()
+	var status struct{ Nodes []cache.NodeStatus }
+	if err := json.Unmarshal([]byte(httpGet(t, "http://"+adminAddr+"/debug/xds?node="+node)), &status); err != nil {
+		t.Fatal(err)
+	}
+	if len(status.Nodes) != 1 {
+		t.Fatalf("node %s: %+v", node, status)
+	}
+	return status.Nodes[0].Secrets[secret].Current
+}
+
+func gatehouse(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(binary, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("gatehouse %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func certSerial(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.SerialNumber.Text(16)
+}
+
+// testCertDir: a certificate pair dropped into cert_dir replaces the issued
+// one by SDS push; a mismatched pair is rejected and the last good stays.
+func testCertDir(t *testing.T, adminAddr, state, certDir string) {
+	const id = "spiffe://e2e.test/sidecar/orders"
+	issued := heldSerial(t, adminAddr, "orders", id)
+	if issued == "" {
+		t.Fatal("orders holds no workload certificate")
+	}
+	gatehouse(t, "ca", "issue", "--dir", filepath.Join(state, "ca"), "--spiffe-id", id, "--out", filepath.Join(certDir, "sidecar.orders"))
+	want := certSerial(t, filepath.Join(certDir, "sidecar.orders.crt"))
+	eventually(t, "operator certificate served", func() error {
+		if got := heldSerial(t, adminAddr, "orders", id); got != want {
+			return fmt.Errorf("serving %s, want %s", got, want)
+		}
+		return nil
+	})
+	// A key that does not belong to the certificate: rejected.
+	other := filepath.Join(t.TempDir(), "other")
+	gatehouse(t, "ca", "issue", "--dir", filepath.Join(state, "ca"), "--spiffe-id", id, "--out", other)
+	key, err := os.ReadFile(other + ".key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(certDir, "sidecar.orders.key"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Then a good, unrelated change proves the watcher ran after the bad one.
+	gatehouse(t, "ca", "issue", "--dir", filepath.Join(state, "ca"), "--spiffe-id", "spiffe://e2e.test/edge/edge", "--out", filepath.Join(certDir, "edge.edge"))
+	edgeWant := certSerial(t, filepath.Join(certDir, "edge.edge.crt"))
+	eventually(t, "second operator certificate served", func() error {
+		if got := heldSerial(t, adminAddr, "edge", "spiffe://e2e.test/edge/edge"); got != edgeWant {
+			return fmt.Errorf("edge serving %s, want %s", got, edgeWant)
+		}
+		return nil
+	})
+	if got := heldSerial(t, adminAddr, "orders", id); got != want {
+		t.Errorf("after a mismatched key the orders certificate is %s, want the last good %s", got, want)
+	}
+	for _, f := range []string{"sidecar.orders", "edge.edge"} {
+		for _, ext := range []string{".crt", ".key"} {
+			os.Remove(filepath.Join(certDir, f+ext))
+		}
+	}
+}
+
+// testCARotation: `gatehouse ca rotate` on the running control plane's CA
+// pushes a trust bundle with both CAs and re-issues leaves from the new one.
+func testCARotation(t *testing.T, adminAddr, state string) {
+	caDir := filepath.Join(state, "ca")
+	oldCA := certSerial(t, filepath.Join(caDir, "ca.crt"))
+	const workload = "spiffe://e2e.test/sidecar/orders"
+	before := heldSerial(t, adminAddr, "orders", workload)
+	const bundle = "gatehouse-trust-bundle"
+	if got := heldSerial(t, adminAddr, "orders", bundle); got != oldCA {
+		t.Fatalf("trust bundle labelled %s, want CA %s", got, oldCA)
+	}
+	gatehouse(t, "ca", "rotate", "--dir", caDir, "--overlap", "1h")
+	newCA := certSerial(t, filepath.Join(caDir, "ca.crt"))
+	eventually(t, "new trust bundle pushed", func() error {
+		if got := heldSerial(t, adminAddr, "orders", bundle); got != newCA {
+			return fmt.Errorf("bundle labelled %s, want %s", got, newCA)
+		}
+		return nil
+	})
+	// Every leaf is re-issued, from the new CA.
+	eventually(t, "workload certificate re-issued", func() error {
+		if got := heldSerial(t, adminAddr, "orders", workload); got == before {
+			return fmt.Errorf("still %s", got)
+		}
+		return nil
+	})
 }
 
 func httpGet(t *testing.T, url string) string {

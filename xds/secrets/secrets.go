@@ -8,7 +8,9 @@ package secrets
 
 import (
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -25,11 +27,20 @@ type Bundle interface {
 	TrustDomain() string
 }
 
+// Overrides are operator-provided certificates that take the place of
+// issued ones; *certs.DirSource implements it (files <name>.crt/.key, see
+// OverrideName).
+type Overrides interface {
+	Get(name string) (*certs.Leaf, bool)
+}
+
 // Provider builds secrets. It is safe for concurrent use.
 type Provider struct {
-	bundle Bundle
-	leaves *certs.Rotator
-	ttl    time.Duration
+	bundle    Bundle
+	leaves    *certs.Rotator
+	ttl       time.Duration
+	overrides Overrides
+	log       *slog.Logger
 }
 
 // Option configures a Provider.
@@ -38,9 +49,16 @@ type Option func(*Provider)
 // WithTTL sets the lifetime of issued leaves (default 24h; re-issued at 2/3).
 func WithTTL(d time.Duration) Option { return func(p *Provider) { p.ttl = d } }
 
+// WithOverrides serves certificates from o where it has one for a secret's
+// identity, instead of issuing.
+func WithOverrides(o Overrides) Option { return func(p *Provider) { p.overrides = o } }
+
+// WithLogger sets the logger for rejected overrides.
+func WithLogger(l *slog.Logger) Option { return func(p *Provider) { p.log = l } }
+
 // New returns a Provider issuing through rot and trusting bundle.
 func New(bundle Bundle, rot *certs.Rotator, opts ...Option) *Provider {
-	p := &Provider{bundle: bundle, leaves: rot, ttl: 24 * time.Hour}
+	p := &Provider{bundle: bundle, leaves: rot, ttl: 24 * time.Hour, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(p)
 	}
@@ -54,6 +72,16 @@ func New(bundle Bundle, rot *certs.Rotator, opts ...Option) *Provider {
 // entry with different DNS names.
 func EdgeSPIFFEID(trustDomain, cert string) string {
 	return "spiffe://" + trustDomain + "/edge-tls/" + cert
+}
+
+// OverrideName is the file name (without .crt/.key) of the operator-provided
+// certificate for a SPIFFE id: its path with "/" as ".", e.g.
+// spiffe://td/sidecar/orders → "sidecar.orders", and an edge's TLS
+// certificate spiffe://td/edge-tls/edge → "edge-tls.edge".
+func OverrideName(spiffeID string) string {
+	rest := strings.TrimPrefix(spiffeID, "spiffe://")
+	_, path, _ := strings.Cut(rest, "/")
+	return strings.ReplaceAll(path, "/", ".")
 }
 
 // IdentityOf returns the SPIFFE id whose leaf backs the secret, or "" for
@@ -102,23 +130,50 @@ func (p *Provider) build(spec translate.SecretSpec) (cache.Secret, error) {
 			}},
 		}}, nil
 	case translate.SecretWorkload, translate.SecretEdgeServer:
+		id := p.IdentityOf(spec)
+		if leaf := p.override(id); leaf != nil {
+			return tlsSecret(spec.Name, leaf), nil
+		}
 		opts := []certs.IssueOption{certs.WithTTL(p.ttl)}
 		if len(spec.DNSNames) > 0 {
 			opts = append(opts, certs.WithDNSNames(spec.DNSNames...))
 		}
-		leaf, err := p.leaves.Get(p.IdentityOf(spec), opts...)
+		leaf, err := p.leaves.Get(id, opts...)
 		if err != nil {
 			return cache.Secret{}, err
 		}
-		return cache.Secret{Serial: leaf.Serial, Resource: &tlsv3.Secret{
-			Name: spec.Name,
-			Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
-				CertificateChain: inline(leaf.ChainPEM),
-				PrivateKey:       inline(leaf.KeyPEM),
-			}},
-		}}, nil
+		return tlsSecret(spec.Name, leaf), nil
 	}
 	return cache.Secret{}, fmt.Errorf("unknown secret kind %q", spec.Kind)
+}
+
+// override returns the operator's certificate for id, if there is one and
+// it is for id: a certificate for another identity is never served.
+func (p *Provider) override(id string) *certs.Leaf {
+	if p.overrides == nil {
+		return nil
+	}
+	name := OverrideName(id)
+	leaf, ok := p.overrides.Get(name)
+	if !ok {
+		return nil
+	}
+	if leaf.SPIFFEID != id {
+		p.log.Error("operator certificate ignored: its SPIFFE id does not match its file name",
+			"file", name, "want", id, "got", leaf.SPIFFEID)
+		return nil
+	}
+	return leaf
+}
+
+func tlsSecret(name string, leaf *certs.Leaf) cache.Secret {
+	return cache.Secret{Serial: leaf.Serial, Resource: &tlsv3.Secret{
+		Name: name,
+		Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: inline(leaf.ChainPEM),
+			PrivateKey:       inline(leaf.KeyPEM),
+		}},
+	}}
 }
 
 func inline(b []byte) *corev3.DataSource {
