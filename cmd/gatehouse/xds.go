@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 
 	"github.com/gatehouse-proxy/gatehouse/certs"
 	"github.com/gatehouse-proxy/gatehouse/internal/admin"
@@ -54,7 +57,18 @@ func buildXDS(ctx context.Context, g *errgroup.Group, cfg *config.Config, cfgPat
 		secretOpts = append(secretOpts, secrets.WithOverrides(overrides))
 	}
 	rec := reconcile.New(c, secrets.New(live, rot, secretOpts...), log)
-	srv, err := xdsserver.New(c, xdsserver.WithLogger(log), xdsserver.WithRegisterer(reg))
+	srvOpts := []xdsserver.Option{xdsserver.WithLogger(log), xdsserver.WithRegisterer(reg)}
+	if t := cfg.XDS.TLS; t.Enabled {
+		tlsCfg, err := adsTLS(live, rot, cfg.Mesh.TrustDomain, t)
+		if err != nil {
+			return nil, err
+		}
+		srvOpts = append(srvOpts, xdsserver.WithTLS(tlsCfg))
+		if t.ClientAuth == "require" {
+			srvOpts = append(srvOpts, xdsserver.WithNodeAuthorizer(peerIsNode(rec)))
+		}
+	}
+	srv, err := xdsserver.New(c, srvOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +136,80 @@ func buildXDS(ctx context.Context, g *errgroup.Group, cfg *config.Config, cfgPat
 	return srv, nil
 }
 
+// adsTLS is the ADS server's TLS: a certificate from the rotator (renewed
+// like every leaf), and client certificates verified against the CA in
+// force at each handshake.
+func adsTLS(live *liveCA, rot *certs.Rotator, trustDomain string, t config.XDSTLS) (*tls.Config, error) {
+	id := "spiffe://" + trustDomain + "/gatehouse/xds"
+	opts := []certs.IssueOption{certs.WithDNSNames(t.DNSNames...)}
+	if _, err := rot.Get(id, opts...); err != nil {
+		return nil, fmt.Errorf("xds.tls: server certificate: %w", err)
+	}
+	// Parsed once per leaf, not per handshake.
+	type parsed struct {
+		serial string
+		cert   *tls.Certificate
+	}
+	var current atomic.Pointer[parsed]
+	base := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		NextProtos: []string{"h2"},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			leaf, err := rot.Get(id, opts...)
+			if err != nil {
+				return nil, err
+			}
+			if p := current.Load(); p != nil && p.serial == leaf.Serial {
+				return p.cert, nil
+			}
+			c, err := leaf.TLSCertificate()
+			if err != nil {
+				return nil, err
+			}
+			current.Store(&parsed{leaf.Serial, &c})
+			return &c, nil
+		},
+	}
+	if t.ClientAuth != "require" {
+		return base, nil
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		NextProtos: []string{"h2"},
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := base.Clone()
+			c.ClientAuth = tls.RequireAndVerifyClientCert
+			c.ClientCAs = live.ca.Load().TrustPool()
+			return c, nil
+		},
+	}, nil
+}
+
+// peerIsNode lets a stream subscribe as a node only if its client
+// certificate carries that node's SPIFFE id.
+func peerIsNode(rec *reconcile.Reconciler) xdsserver.NodeAuthorizer {
+	return func(ctx context.Context, nodeID string) error {
+		want, ok := rec.NodeIdentity(nodeID)
+		if !ok {
+			return errors.New("no such node in the mesh config")
+		}
+		p, ok := peer.FromContext(ctx)
+		if !ok {
+			return errors.New("no peer")
+		}
+		info, ok := p.AuthInfo.(credentials.TLSInfo)
+		if !ok || len(info.State.VerifiedChains) == 0 {
+			return errors.New("no verified client certificate")
+		}
+		for _, u := range info.State.VerifiedChains[0][0].URIs {
+			if u.String() == want {
+				return nil
+			}
+		}
+		return fmt.Errorf("client certificate is not %s", want)
+	}
+}
+
 // openCA loads the CA in dir, creating one on first start.
 func openCA(dir, trustDomain string, log *slog.Logger) (*certs.CA, error) {
 	ca, err := certs.Load(dir, certs.WithTrustDomain(trustDomain), certs.WithLogger(log))
@@ -161,9 +249,9 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&xdsAddrs, "xds", "", "control plane address(es), host:port, comma-separated; default listen.xds")
 	fs.StringVar(&admin, "envoy-admin", "127.0.0.1:9901", "Envoy admin listener (keep it on loopback)")
 	fs.BoolVar(&grpcClient, "grpc", false, "force the grpc-go flavour (default: chosen by the node's role)")
-	fs.StringVar(&certFile, "cert", "", "gRPC clients: workload certificate file for the gatehouse certificate provider")
-	fs.StringVar(&keyFile, "key", "", "gRPC clients: workload key file")
-	fs.StringVar(&caFile, "ca", "", "gRPC clients: trust bundle file")
+	fs.StringVar(&certFile, "cert", "", "client certificate file: Envoy's for mTLS to the control plane (with xds.tls), a gRPC client's for its certificate provider")
+	fs.StringVar(&keyFile, "key", "", "client key file (with --cert)")
+	fs.StringVar(&caFile, "ca", "", "CA bundle file the control plane's certificate is checked against")
 	if code, ok := parseArgs(fs, args); !ok {
 		return code
 	}
@@ -188,9 +276,18 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	var out []byte
 	if grpcClient || role == config.RoleGRPC {
-		out, err = bootstrap.RenderGRPC(bootstrap.GRPCOptions{NodeID: node, ControlPlane: cps[0], Insecure: true, CertFile: certFile, KeyFile: keyFile, CAFile: caFile})
+		out, err = bootstrap.RenderGRPC(bootstrap.GRPCOptions{NodeID: node, ControlPlane: cps[0], Insecure: !cfg.XDS.TLS.Enabled, CertFile: certFile, KeyFile: keyFile, CAFile: caFile})
 	} else {
-		out, err = bootstrap.Render(bootstrap.Options{NodeID: node, Cluster: role, ControlPlane: cps, AdminAddress: admin})
+		o := bootstrap.Options{NodeID: node, Cluster: role, ControlPlane: cps, AdminAddress: admin}
+		if cfg.XDS.TLS.Enabled {
+			if certFile == "" || keyFile == "" || caFile == "" {
+				fmt.Fprintln(stderr, "gatehouse bootstrap: xds.tls is enabled: --cert, --key and --ca are required (issue them with `gatehouse ca issue`)")
+				return 2
+			}
+			o.TLS = &bootstrap.TLS{CertFile: certFile, KeyFile: keyFile, CAFile: caFile,
+				ServerSAN: "spiffe://" + cfg.Mesh.TrustDomain + "/gatehouse/xds"}
+		}
+		out, err = bootstrap.Render(o)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "gatehouse bootstrap: %v\n", err)

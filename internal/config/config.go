@@ -22,6 +22,8 @@ type Config struct {
 	Listen Listen `yaml:"listen"`
 	// Authz configures the ext_authz server.
 	Authz Authz `yaml:"authz"`
+	// XDS configures the control plane's own ADS server.
+	XDS XDS `yaml:"xds"`
 	// Mesh declares proxies, services and routes for the xDS control plane.
 	Mesh Mesh `yaml:"mesh"`
 	// Log configures structured logging.
@@ -33,6 +35,27 @@ type Listen struct {
 	Authz string `yaml:"authz"` // gRPC ext_authz, default ":9001"
 	XDS   string `yaml:"xds"`   // gRPC ADS, default ":18000"
 	Admin string `yaml:"admin"` // HTTP admin/metrics, default "127.0.0.1:9901"
+}
+
+// XDS configures the ADS server.
+type XDS struct {
+	TLS XDSTLS `yaml:"tls"`
+}
+
+// XDSTLS secures ADS. Proxies receive their private keys over it, so
+// anything beyond loopback should enable it.
+type XDSTLS struct {
+	// Enabled serves ADS over TLS 1.3 with a certificate Gatehouse issues
+	// itself from its CA (spiffe://<trust_domain>/gatehouse/xds), rotated
+	// like every other leaf.
+	Enabled bool `yaml:"enabled"`
+	// DNSNames are the names proxies dial, put on that certificate.
+	// Default [localhost].
+	DNSNames []string `yaml:"dns_names"`
+	// ClientAuth is "require" (default): a proxy presents a certificate from
+	// the CA (`gatehouse ca issue`) and may subscribe only as the node whose
+	// SPIFFE id it carries. "none" accepts any client (not recommended).
+	ClientAuth string `yaml:"client_auth"`
 }
 
 // Log selects log level and format.
@@ -112,6 +135,12 @@ func (c *Config) Defaults() {
 	setDefault(&c.Listen.Admin, "127.0.0.1:9901")
 	setDefault(&c.Log.Level, "info")
 	setDefault(&c.Log.Format, "json")
+	if c.XDS.TLS.Enabled {
+		setDefault(&c.XDS.TLS.ClientAuth, "require")
+		if len(c.XDS.TLS.DNSNames) == 0 {
+			c.XDS.TLS.DNSNames = []string{"localhost"}
+		}
+	}
 	a := &c.Authz
 	setDefault(&a.Policies.Dir, "policies")
 	setDefault(&a.Policies.Query, "data.envoy.authz.allow")
@@ -154,6 +183,9 @@ func (c *Config) Validate(p *Problems) {
 	}
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		p.Addf("log.format", "must be json or text; got %q", c.Log.Format)
+	}
+	if ca := c.XDS.TLS.ClientAuth; ca != "" && ca != "require" && ca != "none" {
+		p.Addf("xds.tls.client_auth", "must be require or none; got %q", ca)
 	}
 	c.Authz.validate(p)
 	c.Mesh.Validate(p)

@@ -213,6 +213,21 @@ func (r *Reconciler) Rotated(ctx context.Context, spiffeID string) error {
 	return nil
 }
 
+// NodeIdentity is the SPIFFE id the proxy serving nodeID presents, by the
+// applied config; false for a node the config does not name.
+func (r *Reconciler) NodeIdentity(nodeID string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.applied == nil {
+		return "", false
+	}
+	nr, ok := r.applied.Nodes[nodeID]
+	if !ok {
+		return "", false
+	}
+	return nr.Identity, true
+}
+
 // Identities lists the SPIFFE ids behind the applied config's secrets.
 func (r *Reconciler) Identities() []string {
 	r.mu.Lock()

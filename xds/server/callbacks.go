@@ -10,6 +10,9 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/gatehouse-proxy/gatehouse/xds/cache"
 )
 
@@ -17,23 +20,21 @@ import (
 // go-control-plane calls them synchronously on each stream's goroutine.
 func (s *Server) callbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
-		StreamOpenFunc: func(_ context.Context, id int64, _ string) error {
-			s.open(streamKey{id: id}, "sotw")
+		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			s.open(ctx, streamKey{id: id}, "sotw")
 			return nil
 		},
 		StreamClosedFunc: func(id int64, _ *core.Node) { s.closed(streamKey{id: id}, "sotw") },
-		DeltaStreamOpenFunc: func(_ context.Context, id int64, _ string) error {
-			s.open(streamKey{delta: true, id: id}, "delta")
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			s.open(ctx, streamKey{delta: true, id: id}, "delta")
 			return nil
 		},
 		DeltaStreamClosedFunc: func(id int64, _ *core.Node) { s.closed(streamKey{delta: true, id: id}, "delta") },
 		StreamRequestFunc: func(id int64, req *discovery.DiscoveryRequest) error {
-			s.request(streamKey{id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
-			return nil
+			return s.request(streamKey{id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discovery.DeltaDiscoveryRequest) error {
-			s.request(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
-			return nil
+			return s.request(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
 			p := cache.Push{TypeURL: resp.GetTypeUrl(), Version: resp.GetVersionInfo()}
@@ -65,10 +66,10 @@ func (s *Server) callbacks() serverv3.Callbacks {
 	}
 }
 
-func (s *Server) open(k streamKey, proto string) {
+func (s *Server) open(ctx context.Context, k streamKey, proto string) {
 	s.metrics.streams.WithLabelValues(proto).Inc()
 	s.mu.Lock()
-	s.streams[k] = &streamState{pending: map[string]pending{}}
+	s.streams[k] = &streamState{ctx: ctx, pending: map[string]pending{}}
 	s.mu.Unlock()
 }
 
@@ -86,16 +87,29 @@ func (s *Server) closed(k streamKey, proto string) {
 
 // request classifies a request: the answer to the stream's last push of
 // its type is an ACK, or a NACK if it carries error_detail. Requests with
-// other nonces are initial or stale and say nothing about a push.
-func (s *Server) request(k streamKey, node *core.Node, typeURL, nonce, errMsg string, nack bool) {
+// other nonces are initial or stale and say nothing about a push. A stream
+// whose node id the authorizer refuses, or that changes its node id, is
+// closed by the returned error.
+func (s *Server) request(k streamKey, node *core.Node, typeURL, nonce, errMsg string, nack bool) error {
 	s.mu.Lock()
 	st := s.streams[k]
 	if st == nil {
 		s.mu.Unlock()
-		return
+		return nil
+	}
+	if id := node.GetId(); id != "" && st.node != "" && id != st.node {
+		s.mu.Unlock()
+		return status.Errorf(codes.PermissionDenied, "node id changed from %q to %q on one stream", st.node, id)
 	}
 	first := false
 	if st.node == "" && node.GetId() != "" {
+		if s.opts.authorize != nil {
+			if err := s.opts.authorize(st.ctx, node.GetId()); err != nil {
+				s.mu.Unlock()
+				s.log.Warn("xds stream refused", "node", node.GetId(), "err", err)
+				return status.Errorf(codes.PermissionDenied, "node %q: %v", node.GetId(), err)
+			}
+		}
 		st.node, first = node.GetId(), true
 	}
 	nodeID := st.node
@@ -112,17 +126,18 @@ func (s *Server) request(k streamKey, node *core.Node, typeURL, nonce, errMsg st
 		s.log.Debug("xds stream opened", "node", nodeID, "stream", k.id, "delta", k.delta)
 	}
 	if !ok {
-		return
+		return nil
 	}
 	t := typeLabel(typeURL)
 	if nack {
 		s.metrics.nacks.WithLabelValues(t).Inc()
 		s.cache.RecordNack(nodeID, p.push, nonce, errMsg, s.opts.now())
 		s.log.Warn("xds NACK", "node", nodeID, "type", t, "version", p.push.Version, "nonce", nonce, "error", errMsg)
-		return
+		return nil
 	}
 	s.metrics.acks.WithLabelValues(t).Inc()
 	s.cache.RecordAck(nodeID, p.push)
+	return nil
 }
 
 func (s *Server) sent(k streamKey, nonce string, p cache.Push) {

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/gatehouse-proxy/gatehouse/xds/cache"
@@ -49,7 +51,22 @@ type options struct {
 	maxConcurrentStreams uint32
 	maxRecvMsgSize       int
 	now                  func() time.Time
+	tls                  *tls.Config
+	authorize            NodeAuthorizer
 }
+
+// NodeAuthorizer decides whether the peer of a stream may subscribe as
+// nodeID; ctx is the stream's, carrying its peer and TLS state. An error
+// closes the stream before anything is sent: node ids are not secrets, and
+// a node's resources include its private keys.
+type NodeAuthorizer func(ctx context.Context, nodeID string) error
+
+// WithTLS serves ADS over TLS with cfg (set ClientAuth to require client
+// certificates). Without it ADS is plaintext, for loopback and tests.
+func WithTLS(cfg *tls.Config) Option { return func(o *options) { o.tls = cfg } }
+
+// WithNodeAuthorizer checks every stream's node id with a.
+func WithNodeAuthorizer(a NodeAuthorizer) Option { return func(o *options) { o.authorize = a } }
 
 // WithLogger sets the logger; the default discards.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
@@ -94,6 +111,7 @@ type streamKey struct {
 }
 
 type streamState struct {
+	ctx     context.Context // the stream's: peer and TLS state
 	node    string
 	pending map[string]pending // type URL → last push awaiting an answer
 }
@@ -156,12 +174,16 @@ func New(c Cache, opts ...Option) (*Server, error) {
 // ServerOptions are the gRPC options the xDS server should run with:
 // keepalive, stream and message size limits.
 func (s *Server) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+	opts := []grpc.ServerOption{
 		grpc.KeepaliveParams(s.opts.params),
 		grpc.KeepaliveEnforcementPolicy(s.opts.policy),
 		grpc.MaxConcurrentStreams(s.opts.maxConcurrentStreams),
 		grpc.MaxRecvMsgSize(s.opts.maxRecvMsgSize),
 	}
+	if s.opts.tls != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.opts.tls)))
+	}
+	return opts
 }
 
 // Register adds the ADS service (SotW and delta) to g. g should be built

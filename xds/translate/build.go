@@ -413,6 +413,7 @@ func (b *builder) listener(name, addr string, h *hcmv3.HttpConnectionManager, ts
 func (b *builder) edge(e *config.Edge) (*node, error) {
 	n := newNode(e.Name, RoleEdge)
 	clientID := b.m.SPIFFEID(config.RoleEdge, e.Name)
+	n.identity = clientID
 
 	// One virtual host per host, in order of first appearance; within it,
 	// the longest prefix first so the most specific route wins whatever
@@ -472,6 +473,7 @@ func (b *builder) sidecar(s *config.Sidecar) (*node, error) {
 		return nil, fmt.Errorf("translate: sidecar %s: unknown service %q", s.Name, s.Service)
 	}
 	id := b.m.ServiceSPIFFEID(svc.Name)
+	n.identity = id
 	n.useWorkload(id)
 	n.useTrustBundle()
 
@@ -545,6 +547,7 @@ func (b *builder) sidecar(s *config.Sidecar) (*node, error) {
 func (b *builder) grpcClient(c *config.GRPCClient) (*node, error) {
 	n := newNode(c.Name, RoleGRPC)
 	id := b.m.SPIFFEID(config.RoleGRPC, c.Name)
+	n.identity = id
 	for _, t := range c.Targets {
 		name := config.GRPCListenerName(t.Target)
 		if name == "" {

@@ -38,8 +38,12 @@ const (
 // NodeResources is everything one node is served. Each slice is sorted by
 // resource name.
 type NodeResources struct {
-	Node      string // node id = proxy name
-	Role      Role
+	Node string // node id = proxy name
+	Role Role
+	// Identity is the SPIFFE id the node's proxy presents (its workload
+	// certificate); the only peer allowed to fetch this node's resources
+	// when the control plane requires client certificates.
+	Identity  string
 	Listeners []types.Resource // *listenerv3.Listener
 	Routes    []types.Resource // *routev3.RouteConfiguration
 	Clusters  []types.Resource // *clusterv3.Cluster
@@ -140,6 +144,7 @@ func Translate(m *config.Mesh, opts ...Option) (*Result, error) {
 type node struct {
 	id                                     string
 	role                                   Role
+	identity                               string
 	listeners, routes, clusters, endpoints map[string]types.Resource
 	secrets                                map[string]SecretSpec
 }
@@ -162,7 +167,7 @@ func put[T named](into map[string]types.Resource, r T) { into[r.GetName()] = r }
 
 func (n *node) finish() *NodeResources {
 	nr := &NodeResources{
-		Node: n.id, Role: n.role,
+		Node: n.id, Role: n.role, Identity: n.identity,
 		Listeners: sorted(n.listeners), Routes: sorted(n.routes),
 		Clusters: sorted(n.clusters), Endpoints: sorted(n.endpoints),
 	}
