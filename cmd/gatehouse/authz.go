@@ -51,33 +51,6 @@ func (c *commonFlags) load(stderr io.Writer) (*config.Config, *slog.Logger, erro
 	return cfg, log, nil
 }
 
-func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("gatehouse "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: gatehouse %s [flags]\n\n%s\n\nFlags:\n", name, summary)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parseArgs parses args; it returns the exit code to use when the command
-// must stop (help or a flag error) and ok=false.
-func parseArgs(fs *flag.FlagSet, args []string) (code int, ok bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0, false
-		}
-		return 2, false
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "unexpected arguments: %v\n", fs.Args())
-		fs.Usage()
-		return 2, false
-	}
-	return 0, true
-}
-
 func runAuthz(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return runServer(ctx, "authz", "Runs the Envoy ext_authz gRPC server (envoy.service.auth.v3.Authorization):\nidentity from bearer JWTs and mTLS peer certificates, decisions from the\nRego policies in the policy directory, reloaded live.", parts{authz: true}, args, stdout, stderr)
 }

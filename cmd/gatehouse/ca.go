@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -63,50 +62,12 @@ func caUsage(w io.Writer) {
 	fmt.Fprintln(w, "\nRun 'gatehouse ca <subcommand> --help' for its flags.")
 }
 
-// newCAFlagSet returns a FlagSet whose --help prints synopsis, description
-// and every flag.
-func newCAFlagSet(name, synopsis, description string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("gatehouse ca "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: gatehouse ca %s %s\n\n%s\n", name, synopsis, description)
-		if hasFlags(fs) {
-			fmt.Fprintln(fs.Output(), "\nFlags:")
-			fs.PrintDefaults()
-		}
-	}
-	return fs
-}
-
-func hasFlags(fs *flag.FlagSet) bool {
-	n := 0
-	fs.VisitAll(func(*flag.Flag) { n++ })
-	return n > 0
-}
-
-// parseFlags parses args; ok is false when the caller should return code.
-func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0, false
-		}
-		return 2, false
-	}
-	return 0, true
-}
-
-func usageError(fs *flag.FlagSet, format string, a ...any) int {
-	fmt.Fprintf(fs.Output(), "%s: %s\n\n", fs.Name(), fmt.Sprintf(format, a...))
-	fs.Usage()
-	return 2
-}
-
 func cliLogger(stderr io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 func runCAInit(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newCAFlagSet("init", "--dir DIR [--trust-domain TD] [--force]",
+	fs := newCAFlags("init", "--dir DIR [--trust-domain TD] [--force]",
 		"Creates a CA: DIR/ca.crt (0644) and DIR/ca.key (0600, PKCS#8) in DIR (created 0700).\n"+
 			"Refuses to replace an existing CA unless --force is given; --force also\n"+
 			"drops every previously trusted CA, so use 'ca rotate' for routine changes.", stderr)
@@ -159,7 +120,7 @@ func (l *listFlag) Set(v string) error {
 }
 
 func runCAIssue(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newCAFlagSet("issue", "--dir DIR (--spiffe-id ID | --role R --name N) --out PREFIX [--dns NAME]... [--ttl 24h]",
+	fs := newCAFlags("issue", "--dir DIR (--spiffe-id ID | --role R --name N) --out PREFIX [--dns NAME]... [--ttl 24h]",
 		"Issues a leaf certificate with a fresh key, signed by the CA in DIR, and writes\n"+
 			"PREFIX.crt (0644) and PREFIX.key (0600). The identity is either a full SPIFFE ID\n"+
 			"in the CA's trust domain or spiffe://<trust-domain>/<role>/<name>.", stderr)
@@ -225,7 +186,7 @@ func runCAIssue(_ context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 func runCAInspect(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newCAFlagSet("inspect", "[--json] FILE...",
+	fs := newCAFlags("inspect", "[--json] FILE...",
 		"Prints subject, issuer, serial, SANs, validity, CA flag and SHA-256 fingerprint of\n"+
 			"every certificate in each PEM file. Private keys in the files are skipped, never\n"+
 			"printed. Exits 1 if any file cannot be read or is not complete PEM.", stderr)
@@ -267,7 +228,7 @@ func runCAInspect(_ context.Context, args []string, stdout, stderr io.Writer) in
 }
 
 func runCARotate(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newCAFlagSet("rotate", "--dir DIR [--overlap 24h]",
+	fs := newCAFlags("rotate", "--dir DIR [--overlap 24h]",
 		"Creates a new CA in DIR with the same trust domain. The old certificate moves to\n"+
 			"DIR/previous/<serial>.crt and stays in the trust bundle until the overlap ends;\n"+
 			"its key is deleted, new leaves come from the new CA only. Make the overlap at\n"+
@@ -343,4 +304,9 @@ func writeInfos(w io.Writer, infos []certs.CertInfo) {
 		fmt.Fprintf(w, "Certificate %d:\n", i+1)
 		info.WriteText(w, now)
 	}
+}
+
+// newCAFlags is newFlagSet for a `gatehouse ca` subcommand.
+func newCAFlags(name, synopsis, description string, stderr io.Writer) *flag.FlagSet {
+	return newFlagSet("ca "+name, synopsis, description, stderr)
 }

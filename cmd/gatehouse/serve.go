@@ -31,7 +31,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 func runServer(ctx context.Context, name, summary string, p parts, args []string, stdout, stderr io.Writer) int {
 	var cf commonFlags
 	var authzAddr, xdsAddr, adminAddr, policyDir, stateDir string
-	fs := newFlagSet(name, summary, stderr)
+	fs := newFlagSet(name, "[flags]", summary, stderr)
 	cf.register(fs)
 	fs.StringVar(&adminAddr, "admin", "", "override listen.admin (HTTP host:port for /healthz, /readyz, /metrics, /debug/*)")
 	if p.authz {
@@ -42,7 +42,7 @@ func runServer(ctx context.Context, name, summary string, p parts, args []string
 		fs.StringVar(&xdsAddr, "xds-listen", "", "override listen.xds (ADS gRPC host:port)")
 		fs.StringVar(&stateDir, "state-dir", "state", "directory for the CA and keys; created (0700) with a new CA on first start")
 	}
-	if code, ok := parseArgs(fs, args); !ok {
+	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
 	}
 	cfg, log, err := cf.load(stderr)

@@ -18,10 +18,10 @@ import (
 func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cf commonFlags
 	var policyDir string
-	fs := newFlagSet("validate", "Checks a config file (schema, and the mesh as translated for proxies) and its Rego policies and prints every problem as\nfile:line: message. Exits 0 when all is valid, 1 otherwise.", stderr)
+	fs := newFlagSet("validate", "[flags]", "Checks a config file (schema, and the mesh as translated for proxies) and its Rego policies and prints every problem as\nfile:line: message. Exits 0 when all is valid, 1 otherwise.", stderr)
 	cf.register(fs)
 	fs.StringVar(&policyDir, "policies", "", "override authz.policies.dir")
-	if code, ok := parseArgs(fs, args); !ok {
+	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
 	}
 	problems := 0

@@ -243,7 +243,7 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var node, xdsAddrs, admin string
 	var grpcClient bool
 	var certFile, keyFile, caFile string
-	fs := newFlagSet("bootstrap", "Prints the bootstrap of one proxy named in the config's mesh section: Envoy\nYAML for an edge or sidecar, grpc-go JSON (GRPC_XDS_BOOTSTRAP_CONFIG) for a\ngrpc_clients entry.", stderr)
+	fs := newFlagSet("bootstrap", "[flags]", "Prints the bootstrap of one proxy named in the config's mesh section: Envoy\nYAML for an edge or sidecar, grpc-go JSON (GRPC_XDS_BOOTSTRAP_CONFIG) for a\ngrpc_clients entry.", stderr)
 	cf.register(fs)
 	fs.StringVar(&node, "node", "", "proxy name (edge name, sidecar name or grpc client name); required")
 	fs.StringVar(&xdsAddrs, "xds", "", "control plane address(es), host:port, comma-separated; default listen.xds")
@@ -252,7 +252,7 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&certFile, "cert", "", "client certificate file: Envoy's for mTLS to the control plane (with xds.tls), a gRPC client's for its certificate provider")
 	fs.StringVar(&keyFile, "key", "", "client key file (with --cert)")
 	fs.StringVar(&caFile, "ca", "", "CA bundle file the control plane's certificate is checked against")
-	if code, ok := parseArgs(fs, args); !ok {
+	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
 	}
 	if node == "" {
