@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,32 +26,10 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/xds"
 
+	"github.com/gatehouse-proxy/gatehouse/test/testbackend"
 	"github.com/gatehouse-proxy/gatehouse/xds/cache"
 	"github.com/gatehouse-proxy/gatehouse/xds/validate"
 )
-
-// backend is a real gRPC server answering UnaryCall with its id.
-type backend struct {
-	testgrpc.UnimplementedTestServiceServer
-	id string
-}
-
-func (b *backend) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-	return &testpb.SimpleResponse{ServerId: b.id}, nil
-}
-
-func startBackend(t *testing.T, id string) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(g, &backend{id: id})
-	go g.Serve(lis)
-	t.Cleanup(g.Stop)
-	return lis.Addr().String()
-}
 
 const meshTemplate = `listen:
   xds: 127.0.0.1:0
@@ -94,7 +71,7 @@ func TestXDSProcess(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "gatehouse.yaml")
 	state := filepath.Join(dir, "state")
-	addrA, addrB := startBackend(t, "A"), startBackend(t, "B")
+	addrA, addrB := testbackend.Start(t, "A"), testbackend.Start(t, "B")
 	certDir := filepath.Join(dir, "certs")
 	if err := os.Mkdir(certDir, 0o700); err != nil {
 		t.Fatal(err)

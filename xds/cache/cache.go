@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	gcplog "github.com/envoyproxy/go-control-plane/pkg/log"
 	"log/slog"
 	"maps"
 	"slices"
@@ -323,8 +324,10 @@ func (c *Cache) Fetch(ctx context.Context, req *gcache.Request) (gcache.Response
 	return c.inner.Fetch(ctx, req)
 }
 
-// gcpLogger routes go-control-plane logs to slog. Its Info logs are
-// per-watch chatter, so they go to Debug.
+// GCPLogger routes go-control-plane's logs to l. Its Info level is
+// per-watch and per-request chatter, so it goes to Debug.
+func GCPLogger(l *slog.Logger) gcplog.Logger { return gcpLogger{l} }
+
 type gcpLogger struct{ l *slog.Logger }
 
 func (g gcpLogger) logf(lvl slog.Level, f string, a []any) {

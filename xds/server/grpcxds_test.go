@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -16,31 +15,9 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/xds"
 
+	"github.com/gatehouse-proxy/gatehouse/test/testbackend"
 	"github.com/gatehouse-proxy/gatehouse/xds/cache/cachetest"
 )
-
-// backend is a gRPC server that answers UnaryCall with its id.
-type backend struct {
-	testgrpc.UnimplementedTestServiceServer
-	id string
-}
-
-func (b *backend) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-	return &testpb.SimpleResponse{ServerId: b.id}, nil
-}
-
-func startBackend(t *testing.T, id string) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(g, &backend{id: id})
-	go g.Serve(lis)
-	t.Cleanup(g.Stop)
-	return lis.Addr().String()
-}
 
 // TestGRPCXDSClient proves the resources and the server against grpc-go's
 // own xDS client (proxyless gRPC): it resolves xds:///greeter through
@@ -50,7 +27,7 @@ func TestGRPCXDSClient(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	const nodeID = "grpc-client"
-	addrA, addrB := startBackend(t, "A"), startBackend(t, "B")
+	addrA, addrB := testbackend.Start(t, "A"), testbackend.Start(t, "B")
 	if err := h.cache.SetResources(ctx, nodeID, cachetest.Set(nil, addrA)); err != nil {
 		t.Fatal(err)
 	}

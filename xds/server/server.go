@@ -161,7 +161,7 @@ func New(c Cache, opts ...Option) (*Server, error) {
 	s.xds = serverv3.NewServer(ctx, c, s.callbacks(),
 		// Envoy relies on CDS→EDS→LDS→RDS ordering over ADS.
 		sotw.WithOrderedADS(),
-		sotw.WithLogger(gcpLogger{o.log}),
+		sotw.WithLogger(cache.GCPLogger(o.log)),
 		// Only LDS and CDS may be wildcard; an empty RDS/EDS/SDS request
 		// (grpc-go unsubscribing) must not mean "everything".
 		sotw.DeactivateLegacyWildcardForTypes([]string{
@@ -222,18 +222,3 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	return nil
 }
-
-// gcpLogger routes go-control-plane logs to slog; its Info level is
-// per-request chatter, so it goes to Debug.
-type gcpLogger struct{ l *slog.Logger }
-
-func (g gcpLogger) logf(lvl slog.Level, f string, a []any) {
-	if g.l.Enabled(context.Background(), lvl) {
-		g.l.Log(context.Background(), lvl, fmt.Sprintf(f, a...))
-	}
-}
-
-func (g gcpLogger) Debugf(f string, a ...any) { g.logf(slog.LevelDebug, f, a) }
-func (g gcpLogger) Infof(f string, a ...any)  { g.logf(slog.LevelDebug, f, a) }
-func (g gcpLogger) Warnf(f string, a ...any)  { g.logf(slog.LevelWarn, f, a) }
-func (g gcpLogger) Errorf(f string, a ...any) { g.logf(slog.LevelError, f, a) }
