@@ -14,14 +14,8 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/certs"
 )
 
-// caSubcommand is one of "gatehouse ca init|issue|inspect|rotate".
-type caSubcommand struct {
-	name, summary string
-	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) int
-}
-
-func caSubcommands() []caSubcommand {
-	return []caSubcommand{
+func caSubcommands() []command {
+	return []command{
 		{"init", "create a new local CA in a directory", runCAInit},
 		{"issue", "issue a SPIFFE leaf certificate and key from the CA", runCAIssue},
 		{"inspect", "summarise the certificates in PEM files", runCAInspect},
@@ -32,34 +26,7 @@ func caSubcommands() []caSubcommand {
 // runCA implements "gatehouse ca". Exit codes: 0 success, 1 the operation
 // failed, 2 the command line was wrong.
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		w, code := stderr, 2
-		if len(args) > 0 {
-			w, code = stdout, 0
-		}
-		caUsage(w)
-		return code
-	}
-	for _, c := range caSubcommands() {
-		if c.name == args[0] {
-			if err := ctx.Err(); err != nil {
-				fmt.Fprintf(stderr, "gatehouse ca %s: %v\n", c.name, err)
-				return 1
-			}
-			return c.run(ctx, args[1:], stdout, stderr)
-		}
-	}
-	fmt.Fprintf(stderr, "gatehouse ca: unknown subcommand %q\n\n", args[0])
-	caUsage(stderr)
-	return 2
-}
-
-func caUsage(w io.Writer) {
-	fmt.Fprintln(w, "Usage: gatehouse ca <subcommand> [flags]\n\nSubcommands:")
-	for _, c := range caSubcommands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
-	}
-	fmt.Fprintln(w, "\nRun 'gatehouse ca <subcommand> --help' for its flags.")
+	return dispatch(ctx, "gatehouse ca", caSubcommands(), args, stdout, stderr)
 }
 
 func cliLogger(stderr io.Writer) *slog.Logger {

@@ -162,7 +162,7 @@ func TestCAUsageErrors(t *testing.T) {
 		wantErr  string
 	}{
 		{"no subcommand", nil, 2, "Usage: gatehouse ca"},
-		{"unknown", []string{"frobnicate"}, 2, "unknown subcommand"},
+		{"unknown", []string{"frobnicate"}, 2, "unknown command"},
 		{"init without dir", []string{"init"}, 2, "--dir is required"},
 		{"init help", []string{"init", "--help"}, 0, "-trust-domain"},
 		{"issue help explains flags", []string{"issue", "-h"}, 0, "DNS SAN to add"},

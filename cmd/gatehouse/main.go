@@ -38,27 +38,34 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return dispatch(ctx, "gatehouse", commands(), args, stdout, stderr)
+}
+
+// dispatch runs the command of cmds named by args[0]. Exit codes: 0
+// success, 1 the operation failed, 2 the command line was wrong.
+func dispatch(ctx context.Context, prefix string, cmds []command, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		usage(stdout)
-		if len(args) == 0 {
-			return 2
+		w, code := stderr, 2
+		if len(args) > 0 {
+			w, code = stdout, 0
 		}
-		return 0
+		usage(w, prefix, cmds)
+		return code
 	}
-	for _, c := range commands() {
+	for _, c := range cmds {
 		if c.name == args[0] {
 			return c.run(ctx, args[1:], stdout, stderr)
 		}
 	}
-	fmt.Fprintf(stderr, "gatehouse: unknown command %q\n\n", args[0])
-	usage(stderr)
+	fmt.Fprintf(stderr, "%s: unknown command %q\n\n", prefix, args[0])
+	usage(stderr, prefix, cmds)
 	return 2
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "Usage: gatehouse <command> [flags]\n\nCommands:")
-	for _, c := range commands() {
+func usage(w io.Writer, prefix string, cmds []command) {
+	fmt.Fprintf(w, "Usage: %s <command> [flags]\n\nCommands:\n", prefix)
+	for _, c := range cmds {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'gatehouse <command> --help' for the flags of one command.")
+	fmt.Fprintf(w, "\nRun '%s <command> --help' for its flags.\n", prefix)
 }
