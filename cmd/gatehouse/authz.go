@@ -97,7 +97,7 @@ func buildAuthz(ctx context.Context, g *errgroup.Group, cfg *config.Config, log 
 		extauthz.WithMetrics(extauthz.NewMetrics(reg)),
 	}
 	if len(a.JWT.Issuers) > 0 {
-		v, err := buildVerifier(ctx, g, a.JWT, log)
+		v, err := buildVerifier(ctx, g, a.JWT, log, reg)
 		if err != nil {
 			return nil, err
 		}
@@ -106,7 +106,12 @@ func buildAuthz(ctx context.Context, g *errgroup.Group, cfg *config.Config, log 
 	return extauthz.New(engine, opts...), nil
 }
 
-func buildVerifier(ctx context.Context, g *errgroup.Group, jc config.JWT, log *slog.Logger) (*jwt.Verifier, error) {
+func buildVerifier(ctx context.Context, g *errgroup.Group, jc config.JWT, log *slog.Logger, reg prometheus.Registerer) (*jwt.Verifier, error) {
+	fetches := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gatehouse", Subsystem: "jwt", Name: "jwks_fetches_total",
+		Help: "JWKS fetches by issuer and result (success, failure).",
+	}, []string{"issuer", "result"})
+	reg.MustRegister(fetches)
 	var ts *jwt.TrustStore
 	if jc.TrustStore != "" {
 		var err error
@@ -154,7 +159,14 @@ func buildVerifier(ctx context.Context, g *errgroup.Group, jc config.JWT, log *s
 		}
 		issuers = append(issuers, ic)
 	}
-	v, err := jwt.NewVerifier(ctx, issuers, jwt.WithLogger(log), jwt.WithTrustStore(ts), jwt.WithCache(jc.CacheSize, 0))
+	v, err := jwt.NewVerifier(ctx, issuers, jwt.WithLogger(log), jwt.WithTrustStore(ts), jwt.WithCache(jc.CacheSize, 0),
+		jwt.WithFetchObserver(func(issuer string, err error) {
+			result := "success"
+			if err != nil {
+				result = "failure"
+			}
+			fetches.WithLabelValues(issuer, result).Inc()
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("authz.jwt: %w", err)
 	}

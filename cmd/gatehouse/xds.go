@@ -124,6 +124,7 @@ func buildXDS(ctx context.Context, g *errgroup.Group, cfg *config.Config, cfgPat
 		return nil, err
 	}
 
+	reg.MustRegister(certExpiry{rot: rot, live: live})
 	adm.AddReadiness("xds-config", rec.Ready)
 	adm.Handle("GET /debug/xds", srv.StatusHandler())
 	adm.Handle("GET /debug/mesh", admin.JSON(func() any { return rec.Status() }))
@@ -207,6 +208,29 @@ func peerIsNode(rec *reconcile.Reconciler) xdsserver.NodeAuthorizer {
 			}
 		}
 		return fmt.Errorf("client certificate is not %s", want)
+	}
+}
+
+// certExpiry exports when each held certificate, and the CA, expires, read
+// at scrape time so it is never stale.
+type certExpiry struct {
+	rot  *certs.Rotator
+	live *liveCA
+}
+
+var certExpiryDesc = prometheus.NewDesc("gatehouse_cert_expiry_timestamp_seconds",
+	"Expiry (Unix time) of each certificate Gatehouse serves, by SPIFFE id; the CA as kind=ca.",
+	[]string{"kind", "spiffe_id"}, nil)
+
+func (c certExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- certExpiryDesc }
+
+func (c certExpiry) Collect(ch chan<- prometheus.Metric) {
+	ca := c.live.ca.Load().Certificate()
+	ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, float64(ca.NotAfter.Unix()), "ca", "spiffe://"+c.live.TrustDomain())
+	for _, id := range c.rot.IDs() {
+		if leaf, ok := c.rot.Current(id); ok {
+			ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, float64(leaf.NotAfter.Unix()), "leaf", id)
+		}
 	}
 }
 

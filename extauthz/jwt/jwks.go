@@ -189,6 +189,7 @@ type jwksSource struct {
 	logger       *slog.Logger
 	now          func() time.Time
 	baseCtx      context.Context // cancelled by Verifier.Close
+	observe      func(issuer string, err error)
 
 	keys atomic.Pointer[keySet]
 
@@ -293,6 +294,9 @@ func (s *jwksSource) fetch(done chan struct{}) {
 	ctx, cancel := context.WithTimeout(s.baseCtx, jwksFetchTimeout)
 	defer cancel()
 	ks, refresh, err := s.fetchOnce(ctx)
+	if s.observe != nil {
+		s.observe(s.issuer, err)
+	}
 
 	s.mu.Lock()
 	defer func() {

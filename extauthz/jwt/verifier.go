@@ -133,6 +133,13 @@ type options struct {
 	cacheSize  int
 	cacheTTL   time.Duration
 	noPrefetch bool
+	observe    func(issuer string, err error)
+}
+
+// WithFetchObserver calls fn after every JWKS fetch attempt (err nil on
+// success), for metrics. fn must not block.
+func WithFetchObserver(fn func(issuer string, err error)) Option {
+	return func(o *options) { o.observe = fn }
 }
 
 // WithHTTPClient sets the client for discovery and JWKS fetches (default: a
@@ -242,6 +249,7 @@ func NewVerifier(ctx context.Context, issuers []IssuerConfig, opts ...Option) (*
 		}
 		if ic.cfg.JWKSURI != "" || ic.cfg.DiscoveryURL != "" {
 			ic.jwks = newJWKSSource(bgCtx, &ic.cfg, client, o.logger, o.now)
+			ic.jwks.observe = o.observe
 		}
 		v.issuers[ic.cfg.Issuer] = ic
 		v.maxBytes = max(v.maxBytes, ic.maxBytes)

@@ -207,8 +207,15 @@ allow if {
 		if got := httpStatus(env.check(t, req)); got != 200 {
 			t.Errorf("after a broken edit: %d", got)
 		}
-		if _, metrics := env.get(t, "/metrics"); !strings.Contains(metrics, `gatehouse_policy_reloads_total{result="failure"}`) {
-			t.Error("no failed-reload metric")
+		_, metrics := env.get(t, "/metrics")
+		for _, want := range []string{
+			`gatehouse_policy_reloads_total{result="failure"}`,
+			`gatehouse_jwt_jwks_fetches_total{issuer="` + env.idp.Issuer() + `",result="success"}`,
+			`gatehouse_authz_decisions_total{result="deny",status="403"}`,
+		} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
 		}
 	})
 

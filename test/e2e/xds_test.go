@@ -152,6 +152,14 @@ func TestXDSProcess(t *testing.T) {
 	}
 	writeFile(t, cfgPath, mesh(addrB, "orders"))
 
+	t.Run("certificate expiry exported", func(t *testing.T) {
+		m := httpGet(t, "http://"+adminAddr+"/metrics")
+		for _, want := range []string{`gatehouse_cert_expiry_timestamp_seconds{kind="leaf",spiffe_id="spiffe://e2e.test/sidecar/orders"}`, `kind="ca"`, `gatehouse_xds_streams`} {
+			if !strings.Contains(m, want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+	})
 	t.Run("SDS rotation by push", func(t *testing.T) { testSDSRotation(t, xdsAddr, adminAddr) })
 	t.Run("operator certificates from cert_dir", func(t *testing.T) { testCertDir(t, adminAddr, state, certDir) })
 	t.Run("CA rotation with overlap", func(t *testing.T) { testCARotation(t, adminAddr, state) })
