@@ -38,7 +38,13 @@ e2e:
 	  echo "# The compose e2e needs Docker; run 'make e2e' where Docker runs."; \
 	  echo "################################################################"; \
 	  exit 0; fi; \
-	  docker compose -f compose/docker-compose.yaml up --build --abort-on-container-exit
+	  dc="docker compose -f compose/docker-compose.yaml"; \
+	  if ! $$dc up --build --wait --wait-timeout 300; then \
+	    echo "e2e: the stack did not come up healthy"; $$dc logs --no-color --tail 200; $$dc down -v --remove-orphans; exit 1; fi; \
+	  status=0; compose/scripts/all.sh || status=$$?; \
+	  if [ $$status -ne 0 ]; then echo "e2e: FAILED, logs follow"; $$dc logs --no-color --tail 200; fi; \
+	  $$dc down -v --remove-orphans; \
+	  exit $$status
 
 clean:
 	rm -rf bin
