@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -170,6 +171,26 @@ func (c *Config) Defaults() {
 		setDefault(&is.GroupsClaim, "groups")
 	}
 	c.Mesh.Defaults()
+}
+
+// ResolvePaths makes every relative file path in c relative to baseDir,
+// the directory of the config file.
+func (c *Config) ResolvePaths(baseDir string) {
+	for _, p := range []*string{&c.Authz.Policies.Dir, &c.Authz.JWT.TrustStore, &c.Mesh.CertDir} {
+		*p = resolve(baseDir, *p)
+	}
+	for i := range c.Authz.JWT.Issuers {
+		for j, f := range c.Authz.JWT.Issuers[i].TrustedCAs {
+			c.Authz.JWT.Issuers[i].TrustedCAs[j] = resolve(baseDir, f)
+		}
+	}
+}
+
+func resolve(base, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(base, p)
 }
 
 // Validate records every problem in the file.

@@ -95,3 +95,28 @@ func TestLoadBounded(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestLoadResolvesPathsAgainstTheFile: relative paths in a config mean the
+// same wherever the process starts; absolute ones are kept.
+func TestLoadResolvesPathsAgainstTheFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "gatehouse.yaml")
+	data := "authz:\n  policies:\n    dir: rego\n  jwt:\n    trust_store: /abs/trust\n    issuers:\n      - {issuer: https://a.example, audiences: [x], strategies: [x5c], trusted_cas: [cas/root.pem]}\nmesh:\n  cert_dir: certs\n"
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load[Config](p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for got, want := range map[string]string{
+		c.Authz.Policies.Dir:                 filepath.Join(dir, "rego"),
+		c.Authz.JWT.TrustStore:               "/abs/trust",
+		c.Authz.JWT.Issuers[0].TrustedCAs[0]: filepath.Join(dir, "cas/root.pem"),
+		c.Mesh.CertDir:                       filepath.Join(dir, "certs"),
+	} {
+		if got != want {
+			t.Errorf("path %q, want %q", got, want)
+		}
+	}
+}

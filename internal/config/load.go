@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 
@@ -34,6 +35,13 @@ type Validator interface {
 	Validate(p *Problems)
 }
 
+// PathResolver is implemented by documents that name other files; Load
+// makes their relative paths relative to the document's own directory, so
+// a config means the same wherever the process was started.
+type PathResolver interface {
+	ResolvePaths(baseDir string)
+}
+
 // Load reads path, decodes it strictly into a new T (unknown keys are
 // errors) and validates it. Every error names the file and, where the file
 // allows, the line.
@@ -45,7 +53,14 @@ func Load[T any, PT interface {
 	if err != nil {
 		return nil, err
 	}
-	return Parse[T, PT](path, data)
+	out, err := Parse[T, PT](path, data)
+	if err != nil {
+		return nil, err
+	}
+	if r, ok := any(PT(out)).(PathResolver); ok {
+		r.ResolvePaths(filepath.Dir(path))
+	}
+	return out, nil
 }
 
 // Parse is Load for bytes already read; name is used in error messages.
