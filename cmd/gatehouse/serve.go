@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -15,8 +18,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/gatehouse-proxy/gatehouse/examples"
 	"github.com/gatehouse-proxy/gatehouse/internal/admin"
 	"github.com/gatehouse-proxy/gatehouse/internal/config"
+	"github.com/gatehouse-proxy/gatehouse/policies"
 )
 
 // parts selects what one process runs.
@@ -45,6 +50,19 @@ func runServer(ctx context.Context, name, summary string, p parts, args []string
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
 	}
+	if p.xds && p.authz && !flagSet(fs, "config") {
+		// `gatehouse serve` with no config: ./gatehouse.yaml if there is one,
+		// else the embedded one-machine defaults, written out on first start.
+		path, wrote, err := defaultConfig(cf.config, stateDir)
+		if err != nil {
+			fmt.Fprintf(stderr, "gatehouse %s: %v\n", name, err)
+			return 1
+		}
+		if wrote {
+			fmt.Fprintf(stdout, "gatehouse %s: no --config given: wrote the example config to %s and its policies beside it; edit them, changes apply live\n", name, path)
+		}
+		cf.config = path
+	}
 	cfg, log, err := cf.load(stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "gatehouse %s: %v\n", name, err)
@@ -54,6 +72,9 @@ func runServer(ctx context.Context, name, summary string, p parts, args []string
 	override(&cfg.Listen.XDS, xdsAddr)
 	override(&cfg.Listen.Admin, adminAddr)
 	override(&cfg.Authz.Policies.Dir, policyDir)
+	if p.xds {
+		printEnvoyHint(stdout, cf.config, cfg)
+	}
 	if err := serve(ctx, name, p, cfg, cf.config, stateDir, log, stdout); err != nil {
 		log.Error("gatehouse stopped", "command", name, "err", err)
 		fmt.Fprintf(stderr, "gatehouse %s: %v\n", name, err)
@@ -151,6 +172,51 @@ func stopGracefully(gs *grpc.Server, within time.Duration) {
 	case <-time.After(within):
 		gs.Stop()
 	}
+}
+
+// printEnvoyHint tells the operator how to start a proxy of the config.
+func printEnvoyHint(w io.Writer, cfgPath string, cfg *config.Config) {
+	var nodes []string
+	for _, e := range cfg.Mesh.Edges {
+		nodes = append(nodes, e.Name)
+	}
+	for _, s := range cfg.Mesh.Sidecars {
+		nodes = append(nodes, s.Name)
+	}
+	if len(nodes) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "Envoy nodes in this config: %s. Start one with:\n  gatehouse bootstrap --config %s --node %s --xds %s > envoy.yaml && envoy -c envoy.yaml\n",
+		strings.Join(nodes, ", "), cfgPath, nodes[0], cfg.Listen.XDS)
+}
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// defaultConfig returns the config to use when none was named: cwdConfig if
+// it exists, else <stateDir>/gatehouse.yaml, written with the embedded
+// defaults (and <stateDir>/policies with the example policies) if absent.
+func defaultConfig(cwdConfig, stateDir string) (path string, wrote bool, err error) {
+	if _, err := os.Stat(cwdConfig); err == nil {
+		return cwdConfig, false, nil
+	}
+	path = filepath.Join(stateDir, "gatehouse.yaml")
+	if _, err := os.Stat(path); err == nil {
+		return path, false, nil
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return "", false, fmt.Errorf("state directory: %w", err)
+	}
+	if err := os.CopyFS(filepath.Join(stateDir, "policies"), policies.FS); err != nil {
+		return "", false, fmt.Errorf("writing example policies: %w", err)
+	}
+	if err := os.WriteFile(path, examples.Local, 0o600); err != nil {
+		return "", false, fmt.Errorf("writing example config: %w", err)
+	}
+	return path, true, nil
 }
 
 func override(dst *string, v string) {

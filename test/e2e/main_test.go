@@ -54,8 +54,15 @@ var listening = regexp.MustCompile(`on (\S+)`)
 // stdout, returning the addresses named there in order.
 func start(t *testing.T, args ...string) (*proc, []string) {
 	t.Helper()
+	return startIn(t, "", args...)
+}
+
+// startIn is start with the process's working directory set to dir.
+func startIn(t *testing.T, dir string, args ...string) (*proc, []string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &proc{cmd: exec.CommandContext(ctx, binary, args...), addrs: make(chan []string, 1)}
+	p.cmd.Dir = dir
 	p.cmd.Cancel = func() error { return p.cmd.Process.Signal(os.Interrupt) }
 	p.cmd.WaitDelay = 10 * time.Second
 	out, err := p.cmd.StdoutPipe()
@@ -77,7 +84,7 @@ func start(t *testing.T, args ...string) (*proc, []string) {
 			p.mu.Lock()
 			p.stdout.WriteString(line + "\n")
 			p.mu.Unlock()
-			if strings.Contains(line, " on ") {
+			if strings.HasPrefix(line, "gatehouse ") && strings.Contains(line, " on ") {
 				var addrs []string
 				for _, m := range listening.FindAllStringSubmatch(line, -1) {
 					addrs = append(addrs, strings.TrimSuffix(m[1], ","))
