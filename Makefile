@@ -4,7 +4,7 @@ BIN     ?= bin/gatehouse
 PKGS    ?= ./...
 CONFIG  ?= examples/gatehouse.yaml
 
-.PHONY: build test test-short vet run validate bench e2e clean
+.PHONY: build test test-short vet run run-check validate bench e2e clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/gatehouse
@@ -22,14 +22,24 @@ test: vet
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
 
-run: build
-	$(BIN) authz --config $(CONFIG)
+# Gatehouse, Dex and the demo services on this machine (Envoy too if it is
+# on PATH), then a smoke check; Ctrl-C stops everything.
+run:
+	test/local/run.sh
+
+run-check:
+	test/local/run.sh --check
 
 validate: build
 	$(BIN) validate --config $(CONFIG)
 
+# Side-by-side harness (test/bench): ext_authz vs a no-op server and
+# opa-envoy-plugin, and an xDS fleet against `gatehouse xds`. Prints the
+# tables with their targets and writes bench-results.json.
+# BENCH_QUICK=1 runs a ~2 minute version; BENCH_FLAGS passes more flags
+# (see go run ./test/bench/cmd/gatehouse-bench -h).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(GO) run ./test/bench/cmd/gatehouse-bench $(if $(BENCH_QUICK),-quick) $(BENCH_FLAGS)
 
 e2e:
 	@if ! docker info >/dev/null 2>&1; then \
