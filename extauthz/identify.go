@@ -28,7 +28,9 @@ var (
 // identify establishes who sent req. It returns (nil, nil) for an anonymous
 // request (policy may still allow public paths) and an error wrapping
 // errInvalidCredentials when credentials were presented but rejected.
-func (s *Server) identify(ctx context.Context, req *authv3.CheckRequest) (*identity.Identity, error) {
+// Without a bearer token a valid browser session (ls) comes before the bare
+// mTLS peer; an invalid session is anonymous, so the browser can log in again.
+func (s *Server) identify(ctx context.Context, req *authv3.CheckRequest, ls *loginState) (*identity.Identity, error) {
 	attrs := req.GetAttributes()
 	src := attrs.GetSource()
 	peer, err := identity.ParsePeer(src.GetCertificate(), src.GetPrincipal())
@@ -50,6 +52,10 @@ func (s *Server) identify(ctx context.Context, req *authv3.CheckRequest) (*ident
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errInvalidToken, err)
 		}
+		id.Peer = peer
+		return id, nil
+	}
+	if id := s.sessionIdentity(ctx, ls); id != nil {
 		id.Peer = peer
 		return id, nil
 	}

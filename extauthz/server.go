@@ -32,6 +32,7 @@ type Server struct {
 	decisions *slog.Logger
 	metrics   *Metrics
 	now       func() time.Time
+	login     BrowserLogin // nil: no browser login (see session.go)
 }
 
 // HeaderOptions controls the headers an allowed request carries upstream.
@@ -95,10 +96,15 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 
-	id, err := s.identify(ctx, req)
+	ls := s.newLoginState(req)
+	if resp := s.interceptLogin(ctx, req, ls, start); resp != nil {
+		return resp, nil
+	}
+
+	id, err := s.identify(ctx, req, ls)
 	if err != nil {
 		out := outcome{status: 401, reason: "unauthenticated: " + err.Error(), invalidToken: errors.Is(err, errInvalidToken)}
-		return s.finish(ctx, req, nil, nil, out, start), nil
+		return s.finish(ctx, req, nil, nil, out, start, ls), nil
 	}
 
 	d, err := s.policy.EvaluateRequest(ctx, req, id, s.inputOpts...)
@@ -123,7 +129,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if out.reason == "" && !out.allowed {
 		out.reason = "denied by policy"
 	}
-	return s.finish(ctx, req, id, d, out, start), nil
+	if resp := s.challengeLogin(ctx, req, ls, id, d, out, start); resp != nil {
+		return resp, nil
+	}
+	return s.finish(ctx, req, id, d, out, start, ls), nil
 }
 
 // outcome is what Check decided, before it is shaped into a response.
@@ -134,13 +143,14 @@ type outcome struct {
 	invalidToken bool   // presented credentials failed verification
 }
 
-func (s *Server) finish(ctx context.Context, req *authv3.CheckRequest, id *identity.Identity, d *policy.Decision, out outcome, start time.Time) *authv3.CheckResponse {
+func (s *Server) finish(ctx context.Context, req *authv3.CheckRequest, id *identity.Identity, d *policy.Decision, out outcome, start time.Time, ls *loginState) *authv3.CheckResponse {
 	var resp *authv3.CheckResponse
 	if out.allowed {
 		resp = s.allow(req, id, d)
 	} else {
 		resp = s.deny(d, out)
 	}
+	s.addLoginHeaders(req, ls, resp)
 	elapsed := s.now().Sub(start)
 	s.logDecision(ctx, req, id, d, out, elapsed)
 	s.metrics.observe(out, elapsed)

@@ -49,6 +49,10 @@ type User struct {
 	Password string
 	UserID   string // the ID token's subject is derived from it
 	Groups   []string
+	// Hash is Password's bcrypt hash (cost ≥ 10, which Dex demands at
+	// login); computed when empty. Precomputed for DefaultUsers because
+	// bcrypt at cost 10 is slow under -race.
+	Hash string
 }
 
 // Client is a static OAuth2 client.
@@ -82,8 +86,10 @@ const (
 // DefaultUsers are used when Options.Users is empty.
 func DefaultUsers() []User {
 	return []User{
-		{Email: "alice@example.com", Username: "alice", Password: "alice-password", UserID: "0a11ce", Groups: []string{"admins", "devs"}},
-		{Email: "bob@example.com", Username: "bob", Password: "bob-password", UserID: "0b0b", Groups: []string{"devs"}},
+		{Email: "alice@example.com", Username: "alice", Password: "alice-password", UserID: "0a11ce", Groups: []string{"admins", "devs"},
+			Hash: "$2a$10$hgT8yitTQkEwhO0r4hq0C.UcZ4fh/9Z8oQHal0i0SQL3JbwQmx5TG"},
+		{Email: "bob@example.com", Username: "bob", Password: "bob-password", UserID: "0b0b", Groups: []string{"devs"},
+			Hash: "$2a$10$whi9k0P39aIpoP4vGG28uu13v0iBQOlKlM/zFBz.tXZ2TnmUB4g2q"},
 	}
 }
 
@@ -279,10 +285,12 @@ func (s *Server) writeConfig(opts Options) error {
 		c.Expiry = expiry
 	}
 	for _, u := range s.Users {
-		// Dex enforces bcrypt cost >= 10.
-		hash, err := bcrypt.GenerateFromPassword([]byte(u.Password), 10)
-		if err != nil {
-			return fmt.Errorf("hash password of %s: %w", u.Username, err)
+		hash := []byte(u.Hash)
+		if len(hash) == 0 {
+			var err error // Dex refuses a cost below 10 at login
+			if hash, err = bcrypt.GenerateFromPassword([]byte(u.Password), 10); err != nil {
+				return fmt.Errorf("hash password of %s: %w", u.Username, err)
+			}
 		}
 		c.StaticPasswords = append(c.StaticPasswords, map[string]any{
 			"email": u.Email, "username": u.Username, "userID": u.UserID,
@@ -405,4 +413,31 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// KeyIDs returns the key ids Dex publishes in its JWKS; a restart changes
+// them, which is how tests prove a relying party refetches keys.
+func (s *Server) KeyIDs(ctx context.Context) ([]string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Issuer+"/keys", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var set struct {
+		Keys []struct {
+			KeyID string `json:"kid"`
+		} `json:"keys"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
+		return nil, fmt.Errorf("dex keys: %w", err)
+	}
+	var ids []string
+	for _, k := range set.Keys {
+		ids = append(ids, k.KeyID)
+	}
+	return ids, nil
 }
