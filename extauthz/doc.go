@@ -6,6 +6,7 @@
 //	identify.go  identity: bearer JWT, mTLS peer certificate
 //	             (extauthz/jwt, extauthz/identity)
 //	             policy input and decision (extauthz/policy)
+//	session.go   browser login (extauthz/oidc): callback, logout, session cookie
 //	respond.go   decision → CheckResponse: identity headers on allow,
 //	             401/403 with a small JSON body on deny
 //	decisionlog.go one line per decision, never a token or cookie

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -17,6 +19,7 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/extauthz"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/jwt"
+	"github.com/gatehouse-proxy/gatehouse/extauthz/oidc"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/policy"
 	"github.com/gatehouse-proxy/gatehouse/internal/admin"
 	"github.com/gatehouse-proxy/gatehouse/internal/config"
@@ -96,6 +99,20 @@ func buildAuthz(ctx context.Context, g *errgroup.Group, cfg *config.Config, log 
 		extauthz.WithLogger(log),
 		extauthz.WithMetrics(extauthz.NewMetrics(reg)),
 	}
+	if len(a.OIDC.Providers) > 0 {
+		flow, err := buildOIDC(a.OIDC, log)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, extauthz.WithBrowserLogin(flow))
+		// For IdPs that can reach the admin listener directly; the same path
+		// also works routed through Envoy to Check.
+		path := a.OIDC.BackChannelLogoutPath
+		if path == "" {
+			path = oidc.DefaultBackChannelLogoutPath
+		}
+		adm.Handle("POST "+path, flow.BackChannelLogoutHandler())
+	}
 	if len(a.JWT.Issuers) > 0 {
 		v, err := buildVerifier(ctx, g, a.JWT, log, reg)
 		if err != nil {
@@ -104,6 +121,49 @@ func buildAuthz(ctx context.Context, g *errgroup.Group, cfg *config.Config, log 
 		opts = append(opts, extauthz.WithTokenVerifier(extauthz.JWTTokens(v)))
 	}
 	return extauthz.New(engine, opts...), nil
+}
+
+// buildOIDC turns authz.oidc into a login flow. Without cookie key files a
+// random key is made for this process, which is fine for one replica that
+// may forget sessions on restart, and said loudly.
+func buildOIDC(o config.OIDC, log *slog.Logger) (*oidc.Flow, error) {
+	cfg := oidc.Config{
+		CallbackPath: o.CallbackPath, LogoutPath: o.LogoutPath, BackChannelLogoutPath: o.BackChannelLogoutPath,
+		PostLogoutPath: o.PostLogoutPath, CookiePrefix: o.CookiePrefix, SessionTTL: o.SessionTTL, LoginTTL: o.LoginTTL,
+		RefreshBefore: o.RefreshBefore, ClockSkew: o.ClockSkew, MaxCookieChunks: o.MaxCookieChunks,
+	}
+	for i, f := range o.CookieKeyFiles {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("authz.oidc.cookie_key_files[%d]: %w", i, err)
+		}
+		key, err := oidc.ParseKey(strings.TrimSpace(string(raw)))
+		if err != nil {
+			return nil, fmt.Errorf("authz.oidc.cookie_key_files[%d]: %s: %w", i, f, err)
+		}
+		cfg.CookieKeys = append(cfg.CookieKeys, key)
+	}
+	if len(cfg.CookieKeys) == 0 {
+		key := make([]byte, oidc.KeySize)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		cfg.CookieKeys = [][]byte{key}
+		log.Warn("authz.oidc.cookie_key_files is empty: using a random cookie key; sessions end when this process restarts and are not valid on other replicas")
+	}
+	for _, p := range o.Providers {
+		cfg.Providers = append(cfg.Providers, oidc.ProviderConfig{
+			Name: p.Name, Issuer: p.Issuer, ClientID: p.ClientID, ClientSecret: p.ClientSecret,
+			ClientSecretFile: p.ClientSecretFile, ExternalURL: p.ExternalURL, PathPrefixes: p.PathPrefixes,
+			Scopes: p.Scopes, GroupsClaim: p.GroupsClaim, RolesClaim: p.RolesClaim,
+			PostLogoutRedirectURL: p.PostLogoutRedirectURL,
+		})
+	}
+	flow, err := oidc.New(cfg, oidc.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("authz.oidc: %w", err)
+	}
+	return flow, nil
 }
 
 func buildVerifier(ctx context.Context, g *errgroup.Group, jc config.JWT, log *slog.Logger, reg prometheus.Registerer) (*jwt.Verifier, error) {

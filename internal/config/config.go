@@ -77,6 +77,44 @@ type Authz struct {
 	Headers Headers `yaml:"headers"`
 	// MaxBodyBytes bounds the request body accepted into policy input.
 	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// OIDC logs browsers in through an OpenID Connect provider.
+	OIDC OIDC `yaml:"oidc"`
+}
+
+// OIDC configures browser login (authorization code + PKCE) inside Check.
+type OIDC struct {
+	CallbackPath          string `yaml:"callback_path"`           // default /oauth2/callback
+	LogoutPath            string `yaml:"logout_path"`             // default /oauth2/logout
+	BackChannelLogoutPath string `yaml:"backchannel_logout_path"` // default /oauth2/backchannel-logout
+	PostLogoutPath        string `yaml:"post_logout_path"`        // default /
+	CookiePrefix          string `yaml:"cookie_prefix"`           // default __Host-gatehouse
+	// CookieKeyFiles hold base64 32-byte AEAD keys; the first seals, all
+	// open (rotation). Empty: a random key per process start, so sessions
+	// do not survive a restart or work across replicas.
+	CookieKeyFiles  []string       `yaml:"cookie_key_files"`
+	SessionTTL      time.Duration  `yaml:"session_ttl"`    // default 12h
+	LoginTTL        time.Duration  `yaml:"login_ttl"`      // default 10m
+	RefreshBefore   time.Duration  `yaml:"refresh_before"` // default 1m
+	ClockSkew       time.Duration  `yaml:"clock_skew"`     // default 1m
+	MaxCookieChunks int            `yaml:"max_cookie_chunks"`
+	Providers       []OIDCProvider `yaml:"providers"`
+}
+
+// OIDCProvider is one IdP client.
+type OIDCProvider struct {
+	Name             string `yaml:"name"`
+	Issuer           string `yaml:"issuer"`
+	ClientID         string `yaml:"client_id"`
+	ClientSecret     string `yaml:"client_secret"`
+	ClientSecretFile string `yaml:"client_secret_file"` // or client_secret; neither: a public PKCE client
+	// ExternalURL is the https origin browsers use; the redirect_uri is
+	// exactly ExternalURL + callback_path.
+	ExternalURL           string   `yaml:"external_url"`
+	PathPrefixes          []string `yaml:"path_prefixes"` // default [/]
+	Scopes                []string `yaml:"scopes"`        // default openid email profile offline_access
+	GroupsClaim           string   `yaml:"groups_claim"`  // default groups
+	RolesClaim            string   `yaml:"roles_claim"`   // default roles
+	PostLogoutRedirectURL string   `yaml:"post_logout_redirect_url"`
 }
 
 // Policies locates the Rego files and the decision to evaluate.
@@ -147,6 +185,10 @@ func (c *Config) Defaults() {
 	setDefault(&a.Policies.Query, "data.envoy.authz.allow")
 	if a.Timeout == 0 {
 		a.Timeout = 500 * time.Millisecond
+		if len(a.OIDC.Providers) > 0 {
+			// A login callback exchanges a code with the IdP inside Check.
+			a.Timeout = 5 * time.Second
+		}
 	}
 	if a.MaxBodyBytes == 0 {
 		a.MaxBodyBytes = 64 << 10
@@ -179,6 +221,13 @@ func (c *Config) ResolvePaths(baseDir string) {
 	for _, p := range []*string{&c.Authz.Policies.Dir, &c.Authz.JWT.TrustStore, &c.Mesh.CertDir} {
 		*p = resolve(baseDir, *p)
 	}
+	for i := range c.Authz.OIDC.CookieKeyFiles {
+		c.Authz.OIDC.CookieKeyFiles[i] = resolve(baseDir, c.Authz.OIDC.CookieKeyFiles[i])
+	}
+	for i := range c.Authz.OIDC.Providers {
+		pr := &c.Authz.OIDC.Providers[i]
+		pr.ClientSecretFile = resolve(baseDir, pr.ClientSecretFile)
+	}
 	for i := range c.Authz.JWT.Issuers {
 		for j, f := range c.Authz.JWT.Issuers[i].TrustedCAs {
 			c.Authz.JWT.Issuers[i].TrustedCAs[j] = resolve(baseDir, f)
@@ -210,6 +259,9 @@ func (c *Config) Validate(p *Problems) {
 	}
 	c.Authz.validate(p)
 	c.Mesh.Validate(p)
+	if len(c.Mesh.Edges)+len(c.Mesh.Sidecars) > 0 && c.Mesh.Authz.Timeout <= c.Authz.Timeout {
+		p.Addf("mesh.authz.timeout", "must be longer than authz.timeout (%s), so Gatehouse, not Envoy's timeout, answers a slow check", c.Authz.Timeout)
+	}
 }
 
 func (a *Authz) validate(p *Problems) {
@@ -229,6 +281,7 @@ func (a *Authz) validate(p *Problems) {
 	if pre != strings.ToLower(pre) || !strings.HasPrefix(pre, "x-") {
 		p.Addf("authz.headers.prefix", "must be lower case and start with x-; got %q", pre)
 	}
+	a.OIDC.validate(p)
 	seen := map[string]int{}
 	for i, is := range a.JWT.Issuers {
 		at := fmt.Sprintf("authz.jwt.issuers[%d]", i)
@@ -276,6 +329,32 @@ func (a *Authz) validate(p *Problems) {
 		}
 		if is.ClockSkew < 0 || is.ClockSkew > 10*time.Minute {
 			p.Addf(at+".clock_skew", "must be between 0 and 10m")
+		}
+	}
+}
+
+func (o *OIDC) validate(p *Problems) {
+	names := map[string]int{}
+	for i, pr := range o.Providers {
+		at := fmt.Sprintf("authz.oidc.providers[%d]", i)
+		if j, dup := names[pr.Name]; dup {
+			p.Addf(at+".name", "duplicate of authz.oidc.providers[%d]", j)
+		}
+		names[pr.Name] = i
+		if pr.Name == "" || pr.ClientID == "" {
+			p.Addf(at, "name and client_id are required")
+		}
+		checkURL(p, at+".issuer", pr.Issuer)
+		if u, err := url.Parse(pr.ExternalURL); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			p.Addf(at+".external_url", "must be an https origin such as https://app.example.com; got %q", pr.ExternalURL)
+		}
+		if pr.ClientSecret != "" && pr.ClientSecretFile != "" {
+			p.Addf(at, "set client_secret or client_secret_file, not both")
+		}
+	}
+	for i, path := range []string{o.CallbackPath, o.LogoutPath, o.BackChannelLogoutPath, o.PostLogoutPath} {
+		if path != "" && !strings.HasPrefix(path, "/") {
+			p.Addf("authz.oidc."+[]string{"callback_path", "logout_path", "backchannel_logout_path", "post_logout_path"}[i], "must be an absolute path; got %q", path)
 		}
 	}
 }

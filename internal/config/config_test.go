@@ -50,6 +50,20 @@ func TestParseErrors(t *testing.T) {
 			want: []string{"test.yaml:5:", "duplicate of authz.jwt.issuers[0]"},
 		},
 		{name: "empty file", yaml: "", want: []string{"test.yaml: file is empty"}},
+		{
+			name: "oidc provider problems are located",
+			yaml: "authz:\n  oidc:\n    callback_path: cb\n    providers:\n      - name: dex\n        client_id: gh\n        issuer: not a url\n        external_url: http://app.example.com/x\n",
+			want: []string{
+				"test.yaml:3:5: authz.oidc.callback_path: must be an absolute path",
+				"test.yaml:7:9: authz.oidc.providers[0].issuer: must be an absolute http(s) URL",
+				"test.yaml:8:9: authz.oidc.providers[0].external_url: must be an https origin",
+			},
+		},
+		{
+			name: "Envoy's check timeout must outlast Gatehouse's",
+			yaml: "authz:\n  timeout: 2s\nmesh:\n  authz:\n    address: 127.0.0.1:9001\n    timeout: 1s\n  services:\n    - {name: a, endpoints: [\"127.0.0.1:1\"]}\n  edges:\n    - name: edge\n      routes: [{service: a}]\n",
+			want: []string{"test.yaml:6:5: mesh.authz.timeout: must be longer than authz.timeout (2s)"},
+		},
 		{name: "two documents", yaml: "log: {level: info}\n---\nlog: {level: info}\n", want: []string{"only one YAML document"}},
 	}
 	for _, tt := range tests {
