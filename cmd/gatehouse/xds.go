@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/credentials"
@@ -276,8 +277,21 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&certFile, "cert", "", "client certificate file: Envoy's for mTLS to the control plane (with xds.tls), a gRPC client's for its certificate provider")
 	fs.StringVar(&keyFile, "key", "", "client key file (with --cert)")
 	fs.StringVar(&caFile, "ca", "", "CA bundle file the control plane's certificate is checked against")
+	check := fs.String("check", "", "instead of printing one, check an Envoy bootstrap FILE strictly against Envoy's protos (unknown fields, validation rules, every typed_config)")
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
+	}
+	if *check != "" {
+		data, err := os.ReadFile(*check)
+		if err == nil {
+			var bs *bootstrapv3.Bootstrap
+			if bs, err = bootstrap.Parse(data); err == nil {
+				fmt.Fprintf(stdout, "ok: %s is a valid Envoy bootstrap for node %q\n", *check, bs.GetNode().GetId())
+				return 0
+			}
+		}
+		fmt.Fprintf(stderr, "gatehouse bootstrap: %s: %v\n", *check, err)
+		return 1
 	}
 	if node == "" {
 		fmt.Fprintln(stderr, "gatehouse bootstrap: --node is required")

@@ -3,7 +3,6 @@ package compose
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -19,7 +18,6 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/bcrypt"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/policy"
@@ -156,22 +154,8 @@ func TestBootstraps(t *testing.T) {
 // validation rules and validate.Message (every Any unpacked and checked).
 func parseBootstrapStrict(t *testing.T, data []byte) *bootstrapv3.Bootstrap {
 	t.Helper()
-	var doc any
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
-	js, err := json.Marshal(doc)
+	bs, err := bootstrap.Parse(data)
 	if err != nil {
-		t.Fatal(err)
-	}
-	bs := &bootstrapv3.Bootstrap{}
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(js, bs); err != nil {
-		t.Fatalf("strict decode: %v", err)
-	}
-	if err := bs.ValidateAll(); err != nil {
-		t.Fatal(err)
-	}
-	if err := validate.Message(bs); err != nil {
 		t.Fatal(err)
 	}
 	return bs

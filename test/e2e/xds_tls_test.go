@@ -99,4 +99,9 @@ func TestXDSOverMTLS(t *testing.T) {
 			t.Errorf("bootstrap lacks %q:\n%s", want, out)
 		}
 	}
+	bsFile := filepath.Join(dir, "orders-envoy.yaml")
+	writeFile(t, bsFile, out)
+	if got := gatehouse(t, "bootstrap", "--check", bsFile); !strings.Contains(got, `valid Envoy bootstrap for node "orders"`) {
+		t.Errorf("bootstrap --check: %s", got)
+	}
 }

@@ -279,3 +279,29 @@ func RenderGRPC(o GRPCOptions) ([]byte, error) {
 	}
 	return append(out, '\n'), nil
 }
+
+// Parse reads an Envoy bootstrap (YAML or JSON) strictly: unknown fields
+// are errors, then the proto's validation rules and a deep validation with
+// every typed_config Any unpacked. It is how shipped and rendered
+// bootstraps are checked without an Envoy binary.
+func Parse(data []byte) (*bootstrapv3.Bootstrap, error) {
+	var doc any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	js, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	bs := &bootstrapv3.Bootstrap{}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(js, bs); err != nil {
+		return nil, fmt.Errorf("bootstrap: strict decode: %w", err)
+	}
+	if err := bs.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	if err := validate.Message(bs); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	return bs, nil
+}

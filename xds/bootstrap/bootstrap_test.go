@@ -13,12 +13,9 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"go.yaml.in/yaml/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/gatehouse-proxy/gatehouse/internal/config"
 	"github.com/gatehouse-proxy/gatehouse/xds/bootstrap"
-	"github.com/gatehouse-proxy/gatehouse/xds/validate"
 )
 
 var update = flag.Bool("update", false, "rewrite envoy/*.yaml from the example config")
@@ -107,27 +104,11 @@ func TestShippedBootstraps(t *testing.T) {
 	}
 }
 
-// parseStrict reads an Envoy bootstrap the strict way: YAML → JSON →
-// protojson without discarding unknown fields, then deep validation with
-// every Any unpacked.
+// parseStrict is bootstrap.Parse for tests.
 func parseStrict(t *testing.T, data []byte) *bootstrapv3.Bootstrap {
 	t.Helper()
-	var doc any
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
-	js, err := json.Marshal(doc)
+	bs, err := bootstrap.Parse(data)
 	if err != nil {
-		t.Fatal(err)
-	}
-	bs := &bootstrapv3.Bootstrap{}
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(js, bs); err != nil {
-		t.Fatalf("strict decode: %v", err)
-	}
-	if err := bs.ValidateAll(); err != nil {
-		t.Fatal(err)
-	}
-	if err := validate.Message(bs); err != nil {
 		t.Fatal(err)
 	}
 	return bs
