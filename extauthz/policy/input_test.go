@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -224,13 +226,66 @@ func buildInputJSON(req *authv3.CheckRequest, id *identity.Identity) (ast.Value,
 	}
 	input.Insert(ast.StringTerm("version"), ast.NewTerm(versionValue))
 	if id != nil {
-		idv, err := identityValue(id)
+		idv, err := identityValueJSON(id)
 		if err != nil {
 			return nil, err
 		}
 		input.Insert(ast.StringTerm("identity"), ast.NewTerm(idv))
 	}
 	return input, nil
+}
+
+// identityValueJSON is the reference for input.identity: the identity's
+// JSON encoding, as its struct tags define it.
+func identityValueJSON(id *identity.Identity) (ast.Value, error) {
+	b, err := json.Marshal(id)
+	if err != nil {
+		return nil, err
+	}
+	return ast.ValueFromReader(bytes.NewReader(b))
+}
+
+// TestIdentityValueMatchesJSON holds the direct AST builder to the JSON tags
+// of identity.Identity, for every field and omission rule.
+func TestIdentityValueMatchesJSON(t *testing.T) {
+	tests := []struct {
+		name string
+		id   *identity.Identity
+	}{
+		{"minimal", &identity.Identity{Kind: identity.KindPeer, Method: identity.MethodMTLS}},
+		{"user with claims", &identity.Identity{
+			Kind: identity.KindUser, Subject: "alice", Issuer: "https://idp", Method: identity.MethodJWKS,
+			Email: "a@example.com", Roles: []string{"reader", "writer"}, Groups: []string{"devs"},
+			Expiry: time.Unix(1700000000, 0),
+			Claims: map[string]any{
+				"exp": json.Number("1700000000"), "ratio": 0.25, "big": json.Number("12345678901234567890"),
+				"ok": true, "none": nil, "aud": []any{"a", "b"}, "nested": map[string]any{"x": []any{json.Number("1"), "y", false}},
+			},
+		}},
+		{"service with peer", &identity.Identity{
+			Kind: identity.KindService, Subject: "spiffe://td/sidecar/orders", SPIFFEID: "spiffe://td/sidecar/orders",
+			Method: identity.MethodMTLS,
+			Peer: &identity.Peer{
+				Principal: "spiffe://td/sidecar/orders", SPIFFEID: "spiffe://td/sidecar/orders", Subject: "CN=orders",
+				Issuer: "CN=ca", URISANs: []string{"spiffe://td/sidecar/orders"}, DNSSANs: []string{"orders"},
+				SHA256Fingerprint: "ab", Serial: "1f", NotAfter: time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC),
+			},
+		}},
+		{"peer without certificate", &identity.Identity{Kind: identity.KindService, Peer: &identity.Peer{Principal: "p"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := identityValue(tt.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := identityValueJSON(tt.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertValue(t, got, want)
+		})
+	}
 }
 
 // TestBuildInputMatchesProtojson checks the direct AST conversion against
@@ -265,6 +320,25 @@ func TestBuildInputMatchesProtojson(t *testing.T) {
 		}, &identity.Identity{Kind: identity.KindUser, Subject: "u", Method: identity.MethodJWKS,
 			Roles: []string{"reader"}, Claims: map[string]any{"n": 1.5, "nested": map[string]any{"x": []any{"y"}}}}},
 	}
+	// httpRequestValue writes HttpRequest out by hand: a new field in the
+	// proto must be added there, and to the case below.
+	if n := (&authv3.AttributeContext_HttpRequest{}).ProtoReflect().Descriptor().Fields().Len(); n != 13 {
+		t.Fatalf("AttributeContext.HttpRequest has %d fields; httpRequestValue handles 13", n)
+	}
+	tests = append(tests, struct {
+		name string
+		req  func(testing.TB) *authv3.CheckRequest
+		id   *identity.Identity
+	}{"every HttpRequest field", func(testing.TB) *authv3.CheckRequest {
+		return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{
+				Id: "i", Method: "PUT", Headers: map[string]string{"a": "1", "content-type": "text/plain"},
+				HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "a", Value: "1"}}},
+				Path: "/p?q=1", Host: "h", Scheme: "https", Query: "q=1", Fragment: "f", Size: 1 << 40,
+				Protocol: "HTTP/2", Body: "b", RawBody: []byte{0, 1, 0xff},
+			},
+		}}}
+	}, nil})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := tt.req(t)
