@@ -334,7 +334,7 @@ func TestBuildInputMatchesProtojson(t *testing.T) {
 			Http: &authv3.AttributeContext_HttpRequest{
 				Id: "i", Method: "PUT", Headers: map[string]string{"a": "1", "content-type": "text/plain"},
 				HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "a", Value: "1"}}},
-				Path: "/p?q=1", Host: "h", Scheme: "https", Query: "q=1", Fragment: "f", Size: 1 << 40,
+				Path:      "/p?q=1", Host: "h", Scheme: "https", Query: "q=1", Fragment: "f", Size: 1 << 40,
 				Protocol: "HTTP/2", Body: "b", RawBody: []byte{0, 1, 0xff},
 			},
 		}}}
