@@ -4,7 +4,7 @@ BIN     ?= bin/gatehouse
 PKGS    ?= ./...
 CONFIG  ?= examples/gatehouse.yaml
 
-.PHONY: build test test-short vet run run-check validate bench e2e clean
+.PHONY: build helm-test test test-short vet run run-check validate bench e2e clean fuzz
 
 build:
 	$(GO) build -o $(BIN) ./cmd/gatehouse
@@ -18,6 +18,14 @@ vet:
 # with an explicit message.
 test: vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(MAKE) helm-test
+
+# The Helm chart: helm lint --strict, helm template with default and HA
+# values, every document decoded strictly into its Kubernetes type, and
+# cross-checks against the gatehouse binary. A separate Go module, so the
+# root module does not carry Kubernetes' dependencies.
+helm-test:
+	cd deploy/helm/test && $(GO) test -count=1 ./...
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
@@ -55,6 +63,27 @@ e2e:
 	  if [ $$status -ne 0 ]; then echo "e2e: FAILED, logs follow"; $$dc logs --no-color --tail 200; fi; \
 	  $$dc down -v --remove-orphans; \
 	  exit $$status
+
+# Runs every fuzz target for FUZZTIME each (one -fuzz per go test call, as
+# go test requires). Crashers are written to the package's testdata/fuzz
+# and then replay as ordinary tests in `make test`.
+FUZZTIME ?= 5s
+FUZZ_TARGETS = \
+	./extauthz/jwt:FuzzParseCompact \
+	./extauthz/jwt:FuzzVerify \
+	./extauthz/policy:FuzzBuildInput \
+	./extauthz/identity:FuzzParsePeer \
+	./extauthz/oidc:FuzzDecodeCookie \
+	./internal/config:FuzzParse \
+	./certs:FuzzInspect \
+	./certs:FuzzLoadPair
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg; \
+	done
 
 clean:
 	rm -rf bin
