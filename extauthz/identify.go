@@ -7,8 +7,11 @@ import (
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/gatehouse-proxy/gatehouse/extauthz/assertion"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
+	"github.com/gatehouse-proxy/gatehouse/extauthz/policy"
 )
 
 // TokenVerifier establishes identity from a bearer token. Errors mean the
@@ -89,4 +92,94 @@ func bearerToken(headers map[string]string) (token string, present bool, err err
 		return "", true, errors.New("malformed Authorization header")
 	}
 	return rest, true, nil
+}
+
+// Keys and values of the route context extensions xds/translate sets
+// (translate.ContextRole, translate.ContextService).
+const (
+	ctxRole        = "role"
+	ctxService     = "service"
+	roleSidecar    = "sidecar"
+	hdrAssertion   = "assertion"
+	onBehalfOfName = "on_behalf_of"
+)
+
+// hop is where a request stands in the mesh, from its route's context
+// extensions. Only an explicit role=sidecar makes a sidecar hop: a route
+// without a role is treated as an edge, where assertions are never accepted.
+type hop struct {
+	sidecar bool
+	service string // destination service; "" when the route names none
+}
+
+func hopOf(req *authv3.CheckRequest) hop {
+	ext := req.GetAttributes().GetContextExtensions()
+	return hop{sidecar: ext[ctxRole] == roleSidecar, service: ext[ctxService]}
+}
+
+// onBehalfOf verifies the propagated assertion of a sidecar hop. It returns
+// (nil, nil) when there is none, or on an edge hop, where a client-sent one
+// is ignored (and removed by allow). A presented assertion that fails is an
+// error, never "no user": the caller must not lose the user's identity
+// silently, nor gain another's.
+func (s *Server) onBehalfOf(ctx context.Context, req *authv3.CheckRequest, h hop, id *identity.Identity) (*assertion.Assertion, error) {
+	if !h.sidecar {
+		return nil, nil
+	}
+	token, present := req.GetAttributes().GetRequest().GetHttp().GetHeaders()[s.headers.Prefix+hdrAssertion]
+	if !present {
+		return nil, nil
+	}
+	if s.asserts == nil {
+		return nil, &assertion.Error{Reason: assertion.ReasonInvalidClaim, Err: errors.New("an assertion was presented but assertion verification is not configured")}
+	}
+	peer := ""
+	if id != nil && id.Peer != nil {
+		peer = id.Peer.SPIFFEID
+	}
+	return s.asserts.Verify(ctx, token, assertion.Hop{Service: h.service, Peer: peer})
+}
+
+// assertionRefused is the outcome of a refused assertion: 403 when a valid
+// one is presented where it does not belong (wrong audience or peer), 401
+// when it does not verify (expired, unknown key, tampered).
+func assertionRefused(err error) outcome {
+	var ae *assertion.Error
+	if errors.As(err, &ae) && ae.Misuse() {
+		return outcome{status: 403, reason: "forbidden: " + err.Error()}
+	}
+	return outcome{status: 401, reason: "unauthenticated: " + err.Error()}
+}
+
+// inputEvaluator evaluates a prepared input document; *policy.Engine
+// implements it. It is how input.on_behalf_of reaches policy.
+type inputEvaluator interface {
+	Evaluate(ctx context.Context, input ast.Value) (*policy.Decision, error)
+}
+
+// evaluate asks policy about req, with input.on_behalf_of when obo is set.
+func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest, id *identity.Identity, obo *assertion.Assertion) (*policy.Decision, error) {
+	if obo == nil {
+		return s.policy.EvaluateRequest(ctx, req, id, s.inputOpts...)
+	}
+	pe, ok := s.policy.(inputEvaluator)
+	if !ok {
+		err := errors.New("the policy cannot be given input.on_behalf_of")
+		return &policy.Decision{Reason: err.Error()}, err
+	}
+	input, err := policy.BuildInput(req, id, s.inputOpts...)
+	if err != nil {
+		return &policy.Decision{Reason: "invalid request: " + err.Error()}, fmt.Errorf("%w: %w", policy.ErrInput, err)
+	}
+	obj, ok := input.(ast.Object)
+	if !ok {
+		err := fmt.Errorf("policy input is %T, not an object", input)
+		return &policy.Decision{Reason: err.Error()}, err
+	}
+	v, err := ast.InterfaceToValue(obo.PolicyValue())
+	if err != nil {
+		return &policy.Decision{Reason: "on_behalf_of: " + err.Error()}, fmt.Errorf("%w: on_behalf_of: %w", policy.ErrInput, err)
+	}
+	obj.Insert(ast.StringTerm(onBehalfOfName), ast.NewTerm(v))
+	return pe.Evaluate(ctx, obj)
 }

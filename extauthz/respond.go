@@ -2,6 +2,8 @@ package extauthz
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -12,6 +14,7 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/gatehouse-proxy/gatehouse/extauthz/assertion"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/policy"
 )
@@ -27,6 +30,9 @@ const (
 	hdrSPIFFEID   = "spiffe-id"
 	hdrVerifiedBy = "verified-by"
 	hdrDecisionID = "decision-id"
+	// On a sidecar hop with a verified assertion: whom the call is for.
+	hdrOnBehalfOfSubject = "on-behalf-of-subject"
+	hdrOnBehalfOfRoles   = "on-behalf-of-roles"
 )
 
 // maxHeaderValue bounds one identity header; long group lists are cut rather
@@ -36,8 +42,13 @@ const maxHeaderValue = 4096
 // allow builds the OK response: identity headers set (overwriting any the
 // client sent), client-sent headers under our prefix that we do not set
 // removed, and the policy's own headers and metadata.
-func (s *Server) allow(req *authv3.CheckRequest, id *identity.Identity, d *policy.Decision) *authv3.CheckResponse {
+func (s *Server) allow(req *authv3.CheckRequest, id *identity.Identity, d *policy.Decision, upstream map[string]string) *authv3.CheckResponse {
 	set := map[string]string{}
+	for k, v := range upstream {
+		if v != "" {
+			set[s.headers.Prefix+k] = v
+		}
+	}
 	if id != nil {
 		p := s.headers.Prefix
 		put := func(k, v string) {
@@ -91,6 +102,35 @@ func (s *Server) allow(req *authv3.CheckRequest, id *identity.Identity, d *polic
 		Status:          &rpcstatus.Status{Code: int32(code.Code_OK)},
 		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
 		DynamicMetadata: metadata(d),
+	}
+}
+
+// propagate adds the assertion to an allowed request. An edge signs the
+// identity it decided on for the route's service; a sidecar passes a
+// verified one on unchanged (its app may forward it along a chain rule) and
+// names the user. Failing to mint denies: later hops must not see the
+// request without the user it was allowed for.
+func (s *Server) propagate(h hop, id *identity.Identity, obo *assertion.Assertion, d *policy.Decision, out *outcome) {
+	switch {
+	case h.sidecar && obo != nil:
+		out.upstream = map[string]string{
+			hdrAssertion:         obo.Token,
+			hdrOnBehalfOfSubject: obo.Identity.Subject,
+			hdrOnBehalfOfRoles:   strings.Join(obo.Identity.Roles, ","),
+		}
+	case !h.sidecar && s.minter != nil && h.service != "" && id != nil && id.Subject != "":
+		tok, err := s.minter.Mint(assertion.Statement{Identity: id, Service: h.service, DecisionID: d.ID, PolicyRevision: d.Revision})
+		switch {
+		case errors.Is(err, assertion.ErrIdentityExpired):
+			*out = outcome{status: http.StatusUnauthorized, reason: "unauthenticated: " + err.Error()}
+		case err != nil:
+			*out = outcome{status: http.StatusServiceUnavailable, reason: "cannot mint assertion: " + err.Error()}
+		case len(tok) > maxHeaderValue:
+			// Cutting it would only make the next hop refuse it.
+			*out = outcome{status: http.StatusServiceUnavailable, reason: fmt.Sprintf("cannot mint assertion: %d bytes, over the %d-byte header limit", len(tok), maxHeaderValue)}
+		default:
+			out.upstream = map[string]string{hdrAssertion: tok}
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 
+	"github.com/gatehouse-proxy/gatehouse/extauthz/assertion"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/policy"
 )
@@ -17,6 +18,18 @@ import (
 // decision is never nil and is final: on error it is a deny.
 type Policy interface {
 	EvaluateRequest(ctx context.Context, req *authv3.CheckRequest, id *identity.Identity, opts ...policy.InputOption) (*policy.Decision, error)
+}
+
+// AssertionMinter signs the identity an edge decided on for the destination
+// service. *assertion.Minter implements it.
+type AssertionMinter interface {
+	Mint(st assertion.Statement) (string, error)
+}
+
+// AssertionVerifier verifies an assertion presented at a sidecar hop.
+// *assertion.Verifier implements it; errors are *assertion.Error.
+type AssertionVerifier interface {
+	Verify(ctx context.Context, token string, hop assertion.Hop) (*assertion.Assertion, error)
 }
 
 // Server implements envoy.service.auth.v3.Authorization.
@@ -32,7 +45,9 @@ type Server struct {
 	decisions *slog.Logger
 	metrics   *Metrics
 	now       func() time.Time
-	login     BrowserLogin // nil: no browser login (see session.go)
+	login     BrowserLogin      // nil: no browser login (see session.go)
+	minter    AssertionMinter   // nil: edges add no assertion (see respond.go)
+	asserts   AssertionVerifier // nil: sidecars refuse every assertion
 }
 
 // HeaderOptions controls the headers an allowed request carries upstream.
@@ -68,6 +83,13 @@ func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
 // WithMetrics records decisions and latencies in m.
 func WithMetrics(m *Metrics) Option { return func(s *Server) { s.metrics = m } }
+
+// WithAssertions makes edge routes sign the decided identity into the
+// assertion header (m) and sidecar routes verify a propagated one (v),
+// handing it to policy as input.on_behalf_of. Either may be nil.
+func WithAssertions(m AssertionMinter, v AssertionVerifier) Option {
+	return func(s *Server) { s.minter, s.asserts = m, v }
+}
 
 // New returns a Server that asks p for every decision.
 func New(p Policy, opts ...Option) *Server {
@@ -106,8 +128,13 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		out := outcome{status: 401, reason: "unauthenticated: " + err.Error(), invalidToken: errors.Is(err, errInvalidToken)}
 		return s.finish(ctx, req, nil, nil, out, start, ls), nil
 	}
+	h := hopOf(req)
+	obo, err := s.onBehalfOf(ctx, req, h, id)
+	if err != nil {
+		return s.finish(ctx, req, id, nil, assertionRefused(err), start, ls), nil
+	}
 
-	d, err := s.policy.EvaluateRequest(ctx, req, id, s.inputOpts...)
+	d, err := s.evaluate(ctx, req, id, obo)
 	if d == nil { // a Policy that breaks its contract still denies
 		d = &policy.Decision{Reason: "policy returned no decision"}
 	}
@@ -132,6 +159,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if resp := s.challengeLogin(ctx, req, ls, id, d, out, start); resp != nil {
 		return resp, nil
 	}
+	if out.allowed {
+		s.propagate(h, id, obo, d, &out)
+	}
 	return s.finish(ctx, req, id, d, out, start, ls), nil
 }
 
@@ -141,12 +171,15 @@ type outcome struct {
 	status       int    // HTTP status on deny
 	reason       string // for the decision log, never sent to the client
 	invalidToken bool   // presented credentials failed verification
+	// upstream are extra headers (suffixes after the prefix) set on allow:
+	// the assertion and whom the request is on behalf of.
+	upstream map[string]string
 }
 
 func (s *Server) finish(ctx context.Context, req *authv3.CheckRequest, id *identity.Identity, d *policy.Decision, out outcome, start time.Time, ls *loginState) *authv3.CheckResponse {
 	var resp *authv3.CheckResponse
 	if out.allowed {
-		resp = s.allow(req, id, d)
+		resp = s.allow(req, id, d, out.upstream)
 	} else {
 		resp = s.deny(d, out)
 	}

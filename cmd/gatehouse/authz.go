@@ -10,13 +10,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gatehouse-proxy/gatehouse/extauthz"
+	"github.com/gatehouse-proxy/gatehouse/extauthz/assertion"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/jwt"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/oidc"
@@ -61,7 +64,7 @@ func runAuthz(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // buildAuthz assembles the ext_authz server from the config: the policy
 // engine and token verifier, their live reloads (started in g) and their
 // admin pages.
-func buildAuthz(ctx context.Context, g *errgroup.Group, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, adm *admin.Server) (*extauthz.Server, error) {
+func buildAuthz(ctx context.Context, g *errgroup.Group, cfg *config.Config, stateDir string, adminAddr net.Addr, log *slog.Logger, reg prometheus.Registerer, adm *admin.Server) (*extauthz.Server, error) {
 	a := cfg.Authz
 	engine, err := policy.New(ctx, policy.WithDir(a.Policies.Dir), policy.WithQuery(a.Policies.Query), policy.WithLogger(log))
 	if engine == nil {
@@ -120,7 +123,81 @@ func buildAuthz(ctx context.Context, g *errgroup.Group, cfg *config.Config, log 
 		}
 		opts = append(opts, extauthz.WithTokenVerifier(extauthz.JWTTokens(v)))
 	}
+	if a.Assertion.Enabled {
+		m, v, err := buildAssertions(ctx, g, cfg, stateDir, adminAddr, log, adm)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, extauthz.WithAssertions(m, v))
+	}
 	return extauthz.New(engine, opts...), nil
+}
+
+// buildAssertions opens the signing keys in <stateDir>/assertion, publishes
+// them on the admin server at assertion.JWKSPath and returns the minter and
+// a verifier that reads them back through extauthz/jwt's JWKS path, by
+// default from this process's own admin listener over loopback.
+func buildAssertions(ctx context.Context, g *errgroup.Group, cfg *config.Config, stateDir string, adminAddr net.Addr, log *slog.Logger, adm *admin.Server) (*assertion.Minter, *assertion.Verifier, error) {
+	as := cfg.Authz.Assertion
+	jwksURI := as.JWKSURI
+	if jwksURI == "" {
+		jwksURI = "http://" + loopbackAddr(adminAddr) + assertion.JWKSPath
+	}
+	// The verifier is created first so that rotations can refresh it, and
+	// without a prefetch: the admin listener serves only once we return.
+	services := make([]string, 0, len(cfg.Mesh.Services))
+	for _, s := range cfg.Mesh.Services {
+		services = append(services, s.Name)
+	}
+	chains := make([]assertion.Chain, 0, len(as.Chains))
+	for _, c := range as.Chains {
+		chains = append(chains, assertion.Chain{From: c.From, To: c.To})
+	}
+	v, err := assertion.NewVerifier(ctx, assertion.VerifierConfig{
+		Issuer: as.Issuer, JWKSURI: jwksURI, TrustDomain: cfg.Mesh.TrustDomain, Services: services, Chains: chains, ClockSkew: as.ClockSkew,
+	}, jwt.WithLogger(log), jwt.WithoutPrefetch())
+	if err != nil {
+		return nil, nil, fmt.Errorf("authz.assertion: %w", err)
+	}
+	g.Go(func() error { <-ctx.Done(); return v.Close() })
+	keys, err := assertion.OpenKeySet(filepath.Join(stateDir, "assertion"),
+		assertion.WithRotation(as.Rotation), assertion.WithRetention(as.TTL+as.ClockSkew), assertion.WithKeyLogger(log),
+		assertion.WithOnChange(func() {
+			// A new current key must verify here at once, not after the
+			// unknown-kid refetch limit.
+			go func() {
+				if err := v.Refresh(ctx); err != nil && ctx.Err() == nil {
+					log.Warn("assertion JWKS refresh after key change failed", "err", err)
+				}
+			}()
+		}))
+	if err != nil {
+		return nil, nil, fmt.Errorf("authz.assertion: %w", err)
+	}
+	adm.Handle("GET "+assertion.JWKSPath, keys.Handler())
+	g.Go(func() error { return keys.Run(ctx) })
+	m, err := assertion.NewMinter(keys, as.Issuer, cfg.Mesh.TrustDomain, assertion.WithTTL(as.TTL))
+	if err != nil {
+		return nil, nil, fmt.Errorf("authz.assertion: %w", err)
+	}
+	log.Info("assertions enabled", "issuer", as.Issuer, "jwks_uri", jwksURI, "kid", keys.CurrentKeyID())
+	return m, v, nil
+}
+
+// loopbackAddr is addr as this process reaches it: an unspecified host
+// (":9901", "0.0.0.0:9901") becomes the loopback address.
+func loopbackAddr(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // buildOIDC turns authz.oidc into a login flow. Without cookie key files a

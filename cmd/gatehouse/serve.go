@@ -46,6 +46,8 @@ func runServer(ctx context.Context, name, summary string, p parts, args []string
 	if p.xds {
 		fs.StringVar(&xdsAddr, "xds-listen", "", "override listen.xds (ADS gRPC host:port)")
 		fs.StringVar(&stateDir, "state-dir", "state", "directory for the CA and keys; created (0700) with a new CA on first start")
+	} else {
+		fs.StringVar(&stateDir, "state-dir", "state", "directory for the assertion signing keys (authz.assertion); created (0700) when needed")
 	}
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
@@ -129,7 +131,7 @@ func serve(ctx context.Context, name string, p parts, cfg *config.Config, cfgPat
 	g, ctx := errgroup.WithContext(ctx)
 	var servers []*grpc.Server
 	if p.authz {
-		srv, err := buildAuthz(ctx, g, cfg, log, reg, adm)
+		srv, err := buildAuthz(ctx, g, cfg, stateDir, adminLis.Addr(), log, reg, adm)
 		if err != nil {
 			closeAll()
 			return err

@@ -79,6 +79,39 @@ type Authz struct {
 	MaxBodyBytes int `yaml:"max_body_bytes"`
 	// OIDC logs browsers in through an OpenID Connect provider.
 	OIDC OIDC `yaml:"oidc"`
+	// Assertion propagates the decided identity across service hops.
+	Assertion Assertion `yaml:"assertion"`
+}
+
+// Assertion configures the Gatehouse assertion: on every allowed edge
+// request ext_authz adds x-gatehouse-assertion, a short-lived ES256 JWS of
+// the decided identity whose aud is the destination service's SPIFFE id;
+// sidecar routes verify it and give policy input.on_behalf_of.
+type Assertion struct {
+	Enabled bool `yaml:"enabled"`
+	// Issuer is the iss of assertions. Default https://gatehouse.<mesh.trust_domain>.
+	Issuer string `yaml:"issuer"`
+	// TTL is an assertion's lifetime, at most 60s. Default 30s.
+	TTL time.Duration `yaml:"ttl"`
+	// Rotation is how long a signing key signs before its successor takes
+	// over; the previous key stays published until its last token expired.
+	// Default 24h, at least 10m.
+	Rotation time.Duration `yaml:"rotation"`
+	// ClockSkew tolerated on exp/iat by verifiers. Default 5s, at most 30s.
+	ClockSkew time.Duration `yaml:"clock_skew"`
+	// JWKSURI is where verifiers fetch the keys. Default the admin
+	// listener's /.well-known/gatehouse/jwks.json over loopback; https, or
+	// http only to a loopback host.
+	JWKSURI string `yaml:"jwks_uri"`
+	// Chains let an assertion minted for From be presented by From's own
+	// SPIFFE identity at To (orders → inventory).
+	Chains []AssertionChain `yaml:"chains"`
+}
+
+// AssertionChain is one hop an assertion may travel on.
+type AssertionChain struct {
+	From string `yaml:"from"`
+	To   string `yaml:"to"`
 }
 
 // OIDC configures browser login (authorization code + PKCE) inside Check.
@@ -213,6 +246,18 @@ func (c *Config) Defaults() {
 		setDefault(&is.GroupsClaim, "groups")
 	}
 	c.Mesh.Defaults()
+	if as := &a.Assertion; as.Enabled {
+		setDefault(&as.Issuer, "https://gatehouse."+c.Mesh.TrustDomain)
+		if as.TTL == 0 {
+			as.TTL = 30 * time.Second
+		}
+		if as.Rotation == 0 {
+			as.Rotation = 24 * time.Hour
+		}
+		if as.ClockSkew == 0 {
+			as.ClockSkew = 5 * time.Second
+		}
+	}
 }
 
 // ResolvePaths makes every relative file path in c relative to baseDir,
@@ -259,6 +304,7 @@ func (c *Config) Validate(p *Problems) {
 	}
 	c.Authz.validate(p)
 	c.Mesh.Validate(p)
+	c.validateAssertion(p)
 	if len(c.Mesh.Edges)+len(c.Mesh.Sidecars) > 0 && c.Mesh.Authz.Timeout <= c.Authz.Timeout {
 		p.Addf("mesh.authz.timeout", "must be longer than authz.timeout (%s), so Gatehouse, not Envoy's timeout, answers a slow check", c.Authz.Timeout)
 	}
@@ -331,6 +377,63 @@ func (a *Authz) validate(p *Problems) {
 			p.Addf(at+".clock_skew", "must be between 0 and 10m")
 		}
 	}
+}
+
+func (c *Config) validateAssertion(p *Problems) {
+	as := &c.Authz.Assertion
+	if !as.Enabled {
+		return
+	}
+	const at = "authz.assertion"
+	if as.Issuer == "" || strings.ContainsAny(as.Issuer, " \t\n") {
+		p.Addf(at+".issuer", "must be a non-empty string without spaces; got %q", as.Issuer)
+	}
+	for i, is := range c.Authz.JWT.Issuers {
+		if is.Issuer == as.Issuer {
+			p.Addf(fmt.Sprintf("authz.jwt.issuers[%d].issuer", i), "is the assertion issuer: Gatehouse assertions are never bearer tokens")
+		}
+	}
+	if as.TTL <= time.Second || as.TTL > time.Minute {
+		p.Addf(at+".ttl", "must be above 1s and at most 60s; got %s", as.TTL)
+	}
+	if as.Rotation < 10*time.Minute {
+		p.Addf(at+".rotation", "must be at least 10m; got %s", as.Rotation)
+	}
+	if as.ClockSkew < 0 || as.ClockSkew > 30*time.Second {
+		p.Addf(at+".clock_skew", "must be between 0 and 30s; got %s", as.ClockSkew)
+	}
+	if as.JWKSURI != "" {
+		if u, err := url.Parse(as.JWKSURI); err != nil || u.Host == "" || !(u.Scheme == "https" || u.Scheme == "http" && isLoopbackHost(u.Hostname())) {
+			p.Addf(at+".jwks_uri", "must be an https URL, or http to a loopback host; got %q", as.JWKSURI)
+		}
+	}
+	if len(c.Mesh.Services) == 0 {
+		p.Addf(at, "needs mesh.services: an assertion's audience is a service's SPIFFE id")
+	}
+	seen := map[AssertionChain]int{}
+	for i, ch := range as.Chains {
+		cat := fmt.Sprintf("%s.chains[%d]", at, i)
+		if j, dup := seen[ch]; dup {
+			p.Addf(cat, "duplicate of %s.chains[%d]", at, j)
+		}
+		seen[ch] = i
+		if ch.From == ch.To {
+			p.Addf(cat, "from and to must be two different services")
+		}
+		for _, f := range [][2]string{{"from", ch.From}, {"to", ch.To}} {
+			if c.Mesh.Service(f[1]) == nil {
+				p.Addf(cat+"."+f[0], "unknown service %q (not in mesh.services)", f[1])
+			}
+		}
+	}
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (o *OIDC) validate(p *Problems) {

@@ -65,6 +65,28 @@ func TestParseErrors(t *testing.T) {
 			want: []string{"test.yaml:6:5: mesh.authz.timeout: must be longer than authz.timeout (2s)"},
 		},
 		{name: "two documents", yaml: "log: {level: info}\n---\nlog: {level: info}\n", want: []string{"only one YAML document"}},
+		{
+			name: "assertion problems are located",
+			yaml: "authz:\n  jwt:\n    issuers:\n      - {issuer: https://gatehouse.gatehouse.local, audiences: [x], jwks_uri: https://a.example/k}\n" +
+				"  assertion:\n    enabled: true\n    ttl: 2m\n    rotation: 1m\n    clock_skew: 1m\n    jwks_uri: http://gatehouse:9901/jwks\n" +
+				"    chains:\n      - {from: orders, to: inventory}\n      - {from: orders, to: orders}\n      - {from: orders, to: inventory}\n" +
+				"mesh:\n  services:\n    - {name: orders, endpoints: [\"orders:15443\"], mtls: true}\n",
+			want: []string{
+				"test.yaml:4:", "authz.jwt.issuers[0].issuer: is the assertion issuer",
+				"test.yaml:7:5: authz.assertion.ttl: must be above 1s and at most 60s",
+				"test.yaml:8:5: authz.assertion.rotation: must be at least 10m",
+				"test.yaml:9:5: authz.assertion.clock_skew: must be between 0 and 30s",
+				"test.yaml:10:5: authz.assertion.jwks_uri: must be an https URL, or http to a loopback host",
+				"test.yaml:12:", "authz.assertion.chains[0].to: unknown service \"inventory\"",
+				"test.yaml:13:", "authz.assertion.chains[1]: from and to must be two different services",
+				"test.yaml:14:", "authz.assertion.chains[2]: duplicate of authz.assertion.chains[0]",
+			},
+		},
+		{
+			name: "assertion needs services",
+			yaml: "authz:\n  assertion:\n    enabled: true\n",
+			want: []string{"test.yaml:2:3: authz.assertion: needs mesh.services"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,6 +116,22 @@ func TestDefaults(t *testing.T) {
 	if c.Listen.Authz != ":9001" || c.Authz.Policies.Dir != "policies" || is.Kind != "user" ||
 		len(is.Strategies) != 1 || is.Strategies[0] != StrategyJWKS || is.ClockSkew.Seconds() != 60 {
 		t.Errorf("defaults not applied: %+v", c)
+	}
+}
+
+func TestAssertionDefaults(t *testing.T) {
+	c, err := Parse[Config]("test.yaml", []byte("authz:\n  assertion:\n    enabled: true\n    chains: [{from: orders, to: inventory}]\n"+
+		"mesh:\n  trust_domain: example.org\n  services:\n    - {name: orders, endpoints: [\"orders:1\"]}\n    - {name: inventory, endpoints: [\"inventory:1\"]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	as := c.Authz.Assertion
+	if as.Issuer != "https://gatehouse.example.org" || as.TTL.Seconds() != 30 || as.Rotation.Hours() != 24 || as.ClockSkew.Seconds() != 5 || as.JWKSURI != "" {
+		t.Errorf("assertion defaults: %+v", as)
+	}
+	off, err := Parse[Config]("test.yaml", []byte("log: {level: info}\n"))
+	if err != nil || off.Authz.Assertion.Enabled || off.Authz.Assertion.Issuer != "" {
+		t.Errorf("disabled assertion got defaults: %+v, %v", off.Authz.Assertion, err)
 	}
 }
 

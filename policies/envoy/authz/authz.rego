@@ -17,6 +17,9 @@ allow if user_allowed
 # Workloads, by SPIFFE id (see services.rego).
 allow if service_allowed
 
+# Workloads acting for a user: both entitled (see services.rego).
+allow if delegated_allowed
+
 public_path if segments == ["healthz"]
 
 # /public/<something>; /public itself is not a page.

@@ -19,3 +19,25 @@ service_allowed if {
 	method_in(grant.methods)
 	path_under(grant.path)
 }
+
+# Calls on behalf of a user. input.on_behalf_of is the user of a verified
+# Gatehouse assertion the calling service propagated (Gatehouse refuses the
+# request before policy if the assertion is invalid, so its presence means
+# it verified). Both must be entitled: the caller by SPIFFE id proven by
+# mTLS, the user by role.
+delegated_grants := {
+	# orders may read a user's stock holds at inventory only on behalf of
+	# users with role reader.
+	"spiffe://gatehouse.local/sidecar/orders": [{"methods": {"GET", "HEAD"}, "path": ["api", "holds"], "roles": {"reader"}}],
+}
+
+delegated_allowed if {
+	input.identity.kind == "service"
+	input.identity.verified_by == "mtls"
+	input.on_behalf_of.kind == "user"
+	some grant in delegated_grants[input.identity.spiffe_id]
+	method_in(grant.methods)
+	path_under(grant.path)
+	some role in input.on_behalf_of.roles
+	role in grant.roles
+}
