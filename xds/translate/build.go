@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,8 +43,11 @@ type builder struct {
 	interned map[string]proto.Message
 	// HTTP filter chains, built once.
 	authzFilters, routerOnly []*hcmv3.HttpFilter
-	services                 map[string]*config.Service
-	anyErr                   error
+	// sidecarAuthzFilters keep the propagated assertion for ext_authz to
+	// verify; every other identity header is stripped as on the edge.
+	sidecarAuthzFilters []*hcmv3.HttpFilter
+	services            map[string]*config.Service
+	anyErr              error
 }
 
 func newBuilder(m *config.Mesh, o options) *builder {
@@ -57,8 +61,13 @@ func newBuilder(m *config.Mesh, o options) *builder {
 		// Strip client-sent identity headers before ext_authz runs: route
 		// level request_headers_to_remove would run after ext_authz and
 		// remove what it adds.
-		b.httpFilter(HeaderMutationFilterName, b.stripIdentityHeaders()),
+		b.httpFilter(HeaderMutationFilterName, b.stripIdentityHeaders("")),
 		b.httpFilter(ExtAuthzFilterName, b.extAuthz()),
+		router,
+	}
+	b.sidecarAuthzFilters = []*hcmv3.HttpFilter{
+		b.httpFilter(HeaderMutationFilterName, b.stripIdentityHeaders(AssertionHeaderSuffix)),
+		b.authzFilters[1],
 		router,
 	}
 	return b
@@ -110,20 +119,53 @@ func sds(name string) *tlsv3.SdsSecretConfig {
 	return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: ads()}
 }
 
-func (b *builder) stripIdentityHeaders() *headermutationv3.HeaderMutation {
+// stripIdentityHeaders removes every header under the identity prefix
+// except prefix+keep (none when keep is ""). RE2, Envoy's regex engine, has
+// no lookahead, so "all but one name" is spelled out by exclusionRegex.
+func (b *builder) stripIdentityHeaders(keep string) *headermutationv3.HeaderMutation {
+	matcher := &matcherv3.StringMatcher{
+		MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: b.o.headerPrefix},
+		IgnoreCase:   true,
+	}
+	if keep != "" {
+		// Header names reach filters in lower case, so no case folding is needed.
+		matcher = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{
+			SafeRegex: &matcherv3.RegexMatcher{Regex: exclusionRegex(b.o.headerPrefix, keep)},
+		}}
+	}
 	muts := []*mutationv3.HeaderMutation{{
-		Action: &mutationv3.HeaderMutation_RemoveOnMatch_{RemoveOnMatch: &mutationv3.HeaderMutation_RemoveOnMatch{
-			KeyMatcher: &matcherv3.StringMatcher{
-				MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: b.o.headerPrefix},
-				IgnoreCase:   true,
-			},
-		}},
+		Action: &mutationv3.HeaderMutation_RemoveOnMatch_{RemoveOnMatch: &mutationv3.HeaderMutation_RemoveOnMatch{KeyMatcher: matcher}},
 	}}
 	for _, h := range IdentityHeaders {
-		name := b.o.headerPrefix + h[len(DefaultIdentityHeaderPrefix):]
-		muts = append(muts, &mutationv3.HeaderMutation{Action: &mutationv3.HeaderMutation_Remove{Remove: name}})
+		suffix := h[len(DefaultIdentityHeaderPrefix):]
+		if suffix == keep {
+			continue
+		}
+		muts = append(muts, &mutationv3.HeaderMutation{Action: &mutationv3.HeaderMutation_Remove{Remove: b.o.headerPrefix + suffix}})
 	}
 	return &headermutationv3.HeaderMutation{Mutations: &headermutationv3.Mutations{RequestMutations: muts}}
+}
+
+// exclusionRegex matches every header name that starts with prefix except
+// exactly prefix+word, without lookahead: after the prefix, the name stops
+// short of word, leaves it at some character, or runs past its end. Header
+// names are visible ASCII, so the classes are ASCII ranges: RE2 compiles
+// "any character" to many UTF-8 byte ranges, and Envoy rejects a regex
+// whose program is too large (re2.max_program_size, default 100).
+func exclusionRegex(prefix, word string) string {
+	const any = "[!-~]"
+	tail := any + "+" // past the whole word: a longer name
+	for i := len(word) - 1; i >= 0; i-- {
+		c := word[i]
+		tail = "(?:" + asciiExcept(c) + any + "*|" + regexp.QuoteMeta(string(c)) + tail + ")?"
+	}
+	return "^" + regexp.QuoteMeta(prefix) + tail + "$"
+}
+
+// asciiExcept is a class of the visible ASCII characters other than c.
+func asciiExcept(c byte) string {
+	esc := func(b byte) string { return `\x` + strconv.FormatUint(uint64(b), 16) }
+	return "[" + esc('!') + "-" + esc(c-1) + esc(c+1) + "-" + esc('~') + "]"
 }
 
 func (b *builder) extAuthz() *extauthzv3.ExtAuthz {
@@ -492,7 +534,7 @@ func (b *builder) sidecar(s *config.Sidecar) (*node, error) {
 	})
 	rc := intern(b, &routev3.RouteConfiguration{Name: InboundRouteName(svc.Name), VirtualHosts: []*routev3.VirtualHost{vh}})
 	put(n.routes, rc)
-	h := b.hcm("inbound_"+svc.Name, rc.GetName(), b.authzFilters)
+	h := b.hcm("inbound_"+svc.Name, rc.GetName(), b.sidecarAuthzFilters)
 	harden(h, true, true)
 	if s.ForwardClientCert {
 		// The app learns its caller's SPIFFE ID; a client-sent header is

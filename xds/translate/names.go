@@ -87,6 +87,11 @@ const (
 // allow; every client-sent header with it is removed before ext_authz runs.
 const DefaultIdentityHeaderPrefix = "x-gatehouse-"
 
+// AssertionHeaderSuffix names the signed assertion header (after the
+// identity prefix) that the edge's ext_authz adds and sidecars verify: the
+// one identity header a sidecar's filters let through to ext_authz.
+const AssertionHeaderSuffix = "assertion"
+
 // IdentityHeaders are the identity headers ext_authz sets, under the default
 // prefix. The header_mutation filter removes every header with the prefix
 // (remove_on_match); it also removes these by exact name, so the list is the

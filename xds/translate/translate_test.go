@@ -1,6 +1,8 @@
 package translate_test
 
 import (
+	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strings"
 	"testing"
@@ -251,6 +253,54 @@ func TestHeaderMutationStripsIdentityHeaders(t *testing.T) {
 	}
 	if _, err := translate.Translate(&config.Mesh{}, translate.WithIdentityHeaderPrefix("gatehouse-")); err == nil {
 		t.Error("a prefix without x- was accepted")
+	}
+}
+
+// TestSidecarKeepsTheAssertion: a sidecar strips client identity headers
+// like the edge, except the signed assertion its ext_authz must verify. The
+// regex is RE2 (Envoy's engine and Go's), so Go's regexp checks it exactly.
+func TestSidecarKeepsTheAssertion(t *testing.T) {
+	res := translateExample(t)
+	l := find[*listenerv3.Listener](t, node(t, res, "orders").Listeners, translate.InboundListenerName)
+	hm := filterConfig[*headermutationv3.HeaderMutation](t, hcmOf(t, l), translate.HeaderMutationFilterName)
+	muts := hm.GetMutations().GetRequestMutations()
+	expr := muts[0].GetRemoveOnMatch().GetKeyMatcher().GetSafeRegex().GetRegex()
+	re := regexp.MustCompile(expr)
+	// Envoy refuses regexes whose RE2 program exceeds 100 instructions. This
+	// one measured 61 with libre2's ProgramSize (72 in Go's count); a
+	// UTF-8 "any character" version measured 185. Keep it ASCII and small.
+	parsed, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := syntax.Compile(parsed.Simplify())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(prog.Inst); n > 80 {
+		t.Errorf("regex program has %d instructions; Envoy may reject it", n)
+	}
+	if strings.Contains(expr, "[^") || strings.Contains(expr, ".") {
+		t.Errorf("regex %q uses a UTF-8 class; use ASCII ranges", expr)
+	}
+	for _, name := range []string{"x-gatehouse-subject", "x-gatehouse-", "x-gatehouse-a", "x-gatehouse-assertio",
+		"x-gatehouse-assertions", "x-gatehouse-assertion-2", "x-gatehouse-bssertion", "x-gatehouse-roles"} {
+		if !re.MatchString(name) {
+			t.Errorf("sidecar keeps %q; only the assertion may pass", name)
+		}
+	}
+	for _, name := range []string{"x-gatehouse-assertion", "x-other", "authorization"} {
+		if re.MatchString(name) {
+			t.Errorf("sidecar strips %q", name)
+		}
+	}
+	for _, m := range muts[1:] {
+		if m.GetRemove() == "x-gatehouse-assertion" {
+			t.Error("sidecar removes the assertion by name")
+		}
+	}
+	if len(muts) != len(translate.IdentityHeaders) {
+		t.Errorf("%d mutations, want the regex plus every identity header but the assertion", len(muts))
 	}
 }
 
