@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/gatehouse-proxy/gatehouse/extauthz/assertion"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
@@ -97,11 +97,10 @@ func bearerToken(headers map[string]string) (token string, present bool, err err
 // Keys and values of the route context extensions xds/translate sets
 // (translate.ContextRole, translate.ContextService).
 const (
-	ctxRole        = "role"
-	ctxService     = "service"
-	roleSidecar    = "sidecar"
-	hdrAssertion   = "assertion"
-	onBehalfOfName = "on_behalf_of"
+	ctxRole      = "role"
+	ctxService   = "service"
+	roleSidecar  = "sidecar"
+	hdrAssertion = "assertion"
 )
 
 // hop is where a request stands in the mesh, from its route's context
@@ -151,35 +150,11 @@ func assertionRefused(err error) outcome {
 	return outcome{status: 401, reason: "unauthenticated: " + err.Error()}
 }
 
-// inputEvaluator evaluates a prepared input document; *policy.Engine
-// implements it. It is how input.on_behalf_of reaches policy.
-type inputEvaluator interface {
-	Evaluate(ctx context.Context, input ast.Value) (*policy.Decision, error)
-}
-
 // evaluate asks policy about req, with input.on_behalf_of when obo is set.
 func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest, id *identity.Identity, obo *assertion.Assertion) (*policy.Decision, error) {
-	if obo == nil {
-		return s.policy.EvaluateRequest(ctx, req, id, s.inputOpts...)
+	opts := s.inputOpts
+	if obo != nil {
+		opts = append(slices.Clip(opts), policy.WithOnBehalfOf(obo.PolicyValue()))
 	}
-	pe, ok := s.policy.(inputEvaluator)
-	if !ok {
-		err := errors.New("the policy cannot be given input.on_behalf_of")
-		return &policy.Decision{Reason: err.Error()}, err
-	}
-	input, err := policy.BuildInput(req, id, s.inputOpts...)
-	if err != nil {
-		return &policy.Decision{Reason: "invalid request: " + err.Error()}, fmt.Errorf("%w: %w", policy.ErrInput, err)
-	}
-	obj, ok := input.(ast.Object)
-	if !ok {
-		err := fmt.Errorf("policy input is %T, not an object", input)
-		return &policy.Decision{Reason: err.Error()}, err
-	}
-	v, err := ast.InterfaceToValue(obo.PolicyValue())
-	if err != nil {
-		return &policy.Decision{Reason: "on_behalf_of: " + err.Error()}, fmt.Errorf("%w: on_behalf_of: %w", policy.ErrInput, err)
-	}
-	obj.Insert(ast.StringTerm(onBehalfOfName), ast.NewTerm(v))
-	return pe.Evaluate(ctx, obj)
+	return s.policy.EvaluateRequest(ctx, req, id, opts...)
 }

@@ -31,6 +31,13 @@ type InputOption func(*inputConfig)
 type inputConfig struct {
 	maxBodyBytes  int
 	skipBodyParse bool
+	onBehalfOf    map[string]any
+}
+
+// WithOnBehalfOf adds input.on_behalf_of: the user a service acts for, as
+// verified from a propagated Gatehouse assertion (extauthz/assertion).
+func WithOnBehalfOf(doc map[string]any) InputOption {
+	return func(c *inputConfig) { c.onBehalfOf = doc }
 }
 
 // WithMaxBodyBytes sets the largest body parsed into input.parsed_body
@@ -122,6 +129,13 @@ func BuildInput(req *authv3.CheckRequest, id *identity.Identity, opts ...InputOp
 			return nil, fmt.Errorf("policy/input.go: identity: %w", err)
 		}
 		input.Insert(ast.StringTerm("identity"), ast.NewTerm(idv))
+	}
+	if cfg.onBehalfOf != nil {
+		v, err := jsonValue(cfg.onBehalfOf)
+		if err != nil {
+			return nil, fmt.Errorf("policy/input.go: on_behalf_of: %w", err)
+		}
+		input.Insert(ast.StringTerm("on_behalf_of"), ast.NewTerm(v))
 	}
 	return input, nil
 }
