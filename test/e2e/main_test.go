@@ -6,7 +6,7 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"fmt"
+	"github.com/gatehouse-proxy/gatehouse/test/gatehousebin"
 	"io"
 	"os"
 	"os/exec"
@@ -21,23 +21,7 @@ import (
 // binary is the gatehouse binary built once for all tests in this package.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "gatehouse-e2e")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "gatehouse")
-	build := exec.Command("go", "build", "-o", binary, "github.com/gatehouse-proxy/gatehouse/cmd/gatehouse")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building gatehouse:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { gatehousebin.Main(m, &binary) }
 
 // proc is a running gatehouse process.
 type proc struct {

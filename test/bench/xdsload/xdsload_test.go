@@ -2,11 +2,9 @@ package xdsload
 
 import (
 	"context"
-	"fmt"
+	"github.com/gatehouse-proxy/gatehouse/test/gatehousebin"
 	"log/slog"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -15,23 +13,7 @@ import (
 // binary is the gatehouse binary built once for the package's tests.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "gatehouse-xdsload")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "gatehouse")
-	build := exec.Command("go", "build", "-o", binary, "github.com/gatehouse-proxy/gatehouse/cmd/gatehouse")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building gatehouse:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { gatehousebin.Main(m, &binary) }
 
 // TestFleetConverges is the CI-sized fleet: 500 streams (fewer with
 // -short or XDSLOAD_STREAMS) on the 50-service mesh. It asserts
