@@ -6,7 +6,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"github.com/gatehouse-proxy/gatehouse/test/gatehousebin"
 	"io"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/test/gatehousebin"
 )
 
 // binary is the gatehouse binary built once for all tests in this package.

@@ -2,12 +2,13 @@ package xdsload
 
 import (
 	"context"
-	"github.com/gatehouse-proxy/gatehouse/test/gatehousebin"
 	"log/slog"
 	"os"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/test/gatehousebin"
 )
 
 // binary is the gatehouse binary built once for the package's tests.
