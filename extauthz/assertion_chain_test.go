@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -14,8 +13,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gatehouse-proxy/gatehouse/extauthz/assertion"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
@@ -112,20 +109,7 @@ func newChainEnv(t *testing.T, withVerifier bool) *chainEnv {
 	srv := New(engine, WithLogger(logger), WithTokenVerifier(JWTTokens(tokens)), WithTimeout(5*time.Second),
 		WithAssertions(minter, verifier))
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	srv.Register(gs)
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	e.client = authv3.NewAuthorizationClient(conn)
+	e.client = serveGRPC(t, srv)
 	return e
 }
 

@@ -93,6 +93,14 @@ func newFixture(t testing.TB, opts ...Option) *fixture {
 	srv := New(engine, append([]Option{WithLogger(quiet), WithTokenVerifier(JWTTokens(v)), WithTimeout(2 * time.Second),
 		WithHeaders(HeaderOptions{Prefix: "x-gatehouse-", StripAuthorization: true})}, opts...)...)
 	f.server = srv
+	f.client = serveGRPC(t, srv)
+	return f
+}
+
+// serveGRPC serves srv on a loopback gRPC listener for the test and returns
+// a client of it, as Envoy would dial it.
+func serveGRPC(t testing.TB, srv *Server) authv3.AuthorizationClient {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -106,8 +114,7 @@ func newFixture(t testing.TB, opts ...Option) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	f.client = authv3.NewAuthorizationClient(conn)
-	return f
+	return authv3.NewAuthorizationClient(conn)
 }
 
 func (f *fixture) writePolicy(t testing.TB, src string) {
