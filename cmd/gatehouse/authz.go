@@ -64,7 +64,8 @@ func runAuthz(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // buildAuthz assembles the ext_authz server from the config: the policy
 // engine and token verifier, their live reloads (started in g) and their
 // admin pages.
-func buildAuthz(ctx context.Context, g *errgroup.Group, cfg *config.Config, stateDir string, adminAddr net.Addr, log *slog.Logger, reg prometheus.Registerer, adm *admin.Server) (*extauthz.Server, error) {
+func buildAuthz(p *process) (*extauthz.Server, error) {
+	ctx, g, cfg, stateDir, adminAddr, log, reg, adm := p.ctx, p.g, p.cfg, p.stateDir, p.adminAddr, p.log, p.reg, p.adm
 	a := cfg.Authz
 	engine, err := policy.New(ctx, policy.WithDir(a.Policies.Dir), policy.WithQuery(a.Policies.Query), policy.WithLogger(log))
 	if engine == nil {

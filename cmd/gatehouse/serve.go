@@ -21,8 +21,24 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/examples"
 	"github.com/gatehouse-proxy/gatehouse/internal/admin"
 	"github.com/gatehouse-proxy/gatehouse/internal/config"
+	"github.com/gatehouse-proxy/gatehouse/internal/store"
 	"github.com/gatehouse-proxy/gatehouse/policies"
 )
+
+// process is what the parts of one gatehouse process share: its lifetime,
+// config, state directory, observability and shared-state store.
+type process struct {
+	ctx       context.Context
+	g         *errgroup.Group // every goroutine of the process; ends with ctx
+	cfg       *config.Config
+	cfgPath   string
+	stateDir  string
+	adminAddr net.Addr
+	log       *slog.Logger
+	reg       prometheus.Registerer
+	adm       *admin.Server
+	store     store.Store
+}
 
 // parts selects what one process runs.
 type parts struct{ authz, xds bool }
@@ -129,9 +145,20 @@ func serve(ctx context.Context, name string, p parts, cfg *config.Config, cfgPat
 	banner = append(banner, "admin HTTP on "+adminLis.Addr().String())
 
 	g, ctx := errgroup.WithContext(ctx)
+	st, err := store.New(ctx, cfg.Store, store.WithLogger(log), store.WithRegisterer(reg))
+	if err != nil {
+		closeAll()
+		return fmt.Errorf("store: %w", err)
+	}
+	defer st.Close()
+	// Shown, not required: every replica shares a Redis outage, and failing
+	// readiness everywhere would turn degraded service into none.
+	adm.AddInfo("store", st.Healthy)
+	proc := &process{ctx: ctx, g: g, cfg: cfg, cfgPath: cfgPath, stateDir: stateDir, adminAddr: adminLis.Addr(),
+		log: log, reg: reg, adm: adm, store: st}
 	var servers []*grpc.Server
 	if p.authz {
-		srv, err := buildAuthz(ctx, g, cfg, stateDir, adminLis.Addr(), log, reg, adm)
+		srv, err := buildAuthz(proc)
 		if err != nil {
 			closeAll()
 			return err
@@ -146,7 +173,7 @@ func serve(ctx context.Context, name string, p parts, cfg *config.Config, cfgPat
 		g.Go(func() error { return gs.Serve(authzLis) })
 	}
 	if p.xds {
-		xs, err := buildXDS(ctx, g, cfg, cfgPath, stateDir, log, reg, adm)
+		xs, err := buildXDS(proc)
 		if err != nil {
 			closeAll()
 			return err

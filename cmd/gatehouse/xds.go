@@ -15,7 +15,6 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
@@ -36,7 +35,8 @@ func runXDS(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // buildXDS assembles the control plane: CA, certificate rotator, cache,
 // reconciler (config file → resources) and ADS server, and starts the
 // watchers and rotator in g.
-func buildXDS(ctx context.Context, g *errgroup.Group, cfg *config.Config, cfgPath, stateDir string, log *slog.Logger, reg prometheus.Registerer, adm *admin.Server) (*xdsserver.Server, error) {
+func buildXDS(p *process) (*xdsserver.Server, error) {
+	ctx, g, cfg, cfgPath, stateDir, log, reg, adm := p.ctx, p.g, p.cfg, p.cfgPath, p.stateDir, p.log, p.reg, p.adm
 	caDir := filepath.Join(stateDir, "ca")
 	ca, err := openCA(caDir, cfg.Mesh.TrustDomain, log)
 	if err != nil {

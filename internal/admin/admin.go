@@ -9,9 +9,10 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,12 +28,13 @@ type Server struct {
 	mux    *http.ServeMux
 	mu     sync.Mutex
 	checks map[string]ReadyFunc
+	infos  map[string]ReadyFunc
 	log    *slog.Logger
 }
 
 // New returns a Server exposing /healthz, /readyz and /metrics from reg.
 func New(reg *prometheus.Registry, log *slog.Logger) *Server {
-	s := &Server{mux: http.NewServeMux(), checks: map[string]ReadyFunc{}, log: log}
+	s := &Server{mux: http.NewServeMux(), checks: map[string]ReadyFunc{}, infos: map[string]ReadyFunc{}, log: log}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -47,6 +49,16 @@ func (s *Server) AddReadiness(name string, check ReadyFunc) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.checks[name] = check
+}
+
+// AddInfo shows check's state on /readyz without making the process
+// unready: for dependencies whose outage every replica shares (Redis), where
+// failing readiness everywhere at once would take the whole service down
+// instead of letting it run degraded.
+func (s *Server) AddInfo(name string, check ReadyFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.infos[name] = check
 }
 
 // Handle registers an extra page, e.g. "GET /debug/policy".
@@ -64,29 +76,29 @@ func JSON(f func() any) http.Handler {
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
-	names := make([]string, 0, len(s.checks))
-	for n := range s.checks {
-		names = append(names, n)
-	}
+	checks, infos := maps.Clone(s.checks), maps.Clone(s.infos)
 	s.mu.Unlock()
-	sort.Strings(names)
-	status := map[string]string{}
-	ready := true
-	for _, n := range names {
-		s.mu.Lock()
-		check := s.checks[n]
-		s.mu.Unlock()
-		if err := check(); err != nil {
-			status[n], ready = err.Error(), false
-		} else {
-			status[n] = "ok"
+	run := func(fns map[string]ReadyFunc) (map[string]string, bool) {
+		out, ok := map[string]string{}, true
+		for _, n := range slices.Sorted(maps.Keys(fns)) {
+			if err := fns[n](); err != nil {
+				out[n], ok = err.Error(), false
+			} else {
+				out[n] = "ok"
+			}
 		}
+		return out, ok
+	}
+	status, ready := run(checks)
+	body := map[string]any{"ready": ready, "checks": status}
+	if len(infos) > 0 {
+		body["info"], _ = run(infos)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if !ready {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
-	_ = json.NewEncoder(w).Encode(map[string]any{"ready": ready, "checks": status})
+	_ = json.NewEncoder(w).Encode(body)
 }
 
 // Serve answers on lis until ctx is done.

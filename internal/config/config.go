@@ -8,6 +8,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -15,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/store"
 )
 
 // Config is the whole file.
@@ -29,6 +32,9 @@ type Config struct {
 	Mesh Mesh `yaml:"mesh"`
 	// Log configures structured logging.
 	Log Log `yaml:"log"`
+	// Store is the state replicas share (revocations, refresh locks, fleet
+	// certificates): in memory for one replica, Redis for several.
+	Store store.Config `yaml:"store"`
 }
 
 // Listen holds the addresses servers bind.
@@ -266,6 +272,8 @@ func (c *Config) ResolvePaths(baseDir string) {
 	for _, p := range []*string{&c.Authz.Policies.Dir, &c.Authz.JWT.TrustStore, &c.Mesh.CertDir} {
 		*p = resolve(baseDir, *p)
 	}
+	c.Store.Redis.PasswordFile = resolve(baseDir, c.Store.Redis.PasswordFile)
+	c.Store.Redis.CAFile = resolve(baseDir, c.Store.Redis.CAFile)
 	for i := range c.Authz.OIDC.CookieKeyFiles {
 		c.Authz.OIDC.CookieKeyFiles[i] = resolve(baseDir, c.Authz.OIDC.CookieKeyFiles[i])
 	}
@@ -301,6 +309,17 @@ func (c *Config) Validate(p *Problems) {
 	}
 	if ca := c.XDS.TLS.ClientAuth; ca != "" && ca != "require" && ca != "none" {
 		p.Addf("xds.tls.client_auth", "must be require or none; got %q", ca)
+	}
+	c.Store = c.Store.WithDefaults()
+	if err := c.Store.Validate(); err != nil {
+		var fes store.ValidationErrors
+		if errors.As(err, &fes) {
+			for _, fe := range fes {
+				p.Addf("store."+fe.Field, "%s", fe.Msg)
+			}
+		} else {
+			p.Addf("store", "%v", err)
+		}
 	}
 	c.Authz.validate(p)
 	c.Mesh.Validate(p)

@@ -172,3 +172,17 @@ func TestLoadResolvesPathsAgainstTheFile(t *testing.T) {
 		}
 	}
 }
+
+func TestStoreSection(t *testing.T) {
+	c, err := Parse[Config]("test.yaml", []byte("log: {level: info}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.Backend != "memory" {
+		t.Errorf("default store backend %q, want memory", c.Store.Backend)
+	}
+	_, err = Parse[Config]("test.yaml", []byte("store:\n  backend: redis\n  redis:\n    on_down: sideways\n"))
+	if err == nil || !strings.Contains(err.Error(), "test.yaml:4:5: store.redis.on_down") {
+		t.Errorf("err = %v", err)
+	}
+}
