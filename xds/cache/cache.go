@@ -1,7 +1,7 @@
 // Package cache holds the xDS resources Gatehouse serves to each proxy node.
 //
-// It wraps go-control-plane's snapshot cache and adds what Gatehouse needs
-// on top: per-type content-hash versions (replicas agree, unchanged types are
+// It implements go-control-plane's cache interfaces with what Gatehouse
+// needs: per-type content-hash versions (replicas agree, unchanged types are
 // not resent), refusal of inconsistent snapshots (including SDS secrets), a
 // fast path for certificate rotation, parking of NACKed watches so a client
 // that rejects a config is not fed the same config in a tight loop, and a
@@ -19,6 +19,7 @@ import (
 	"sync"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -39,18 +40,25 @@ func Types() []resource.Type { return slices.Clone(snapshotTypes[:]) }
 
 // Cache is a go-control-plane cache.Cache for ADS. It is safe for
 // concurrent use.
+//
+// It answers watches itself rather than through go-control-plane's
+// SnapshotCache, which re-marshals every resource for every response and
+// fans out under one cache-wide lock: here each node's resources are
+// marshaled once when set, responses share them, and a change to one node
+// locks only that node.
 type Cache struct {
-	inner gcache.SnapshotCache
-	log   *slog.Logger
+	log *slog.Logger
 
-	// setMu serialises writers so version computation and the inner
-	// SetSnapshot happen in the same order.
+	// setMu serialises writers so version computation and publication
+	// happen in the same order.
 	setMu sync.Mutex
 
-	mu    sync.RWMutex // guards nodes
-	nodes map[string]*nodeResources
+	mu    sync.RWMutex // guards nodes (the map, not the entries)
+	nodes map[string]*node
 
-	statusMu sync.Mutex // guards status; never held while calling inner
+	// statusMu guards the status map; each record has its own lock (see
+	// withStatus). Never taken while a node's watch lock is held.
+	statusMu sync.RWMutex
 	status   map[string]*nodeStatus
 }
 
@@ -59,7 +67,7 @@ type Cache struct {
 type nodeResources struct {
 	byType     map[resource.Type][]types.Resource
 	versions   map[resource.Type]string
-	snapshot   *gcache.Snapshot
+	data       map[resource.Type]*typeData
 	referenced []string // SDS names the listeners and clusters fetch over ADS
 }
 
@@ -69,9 +77,8 @@ func New(logger *slog.Logger) *Cache {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Cache{
-		inner:  gcache.NewSnapshotCache(true, gcache.IDHash{}, gcpLogger{logger}),
 		log:    logger,
-		nodes:  map[string]*nodeResources{},
+		nodes:  map[string]*node{},
 		status: map[string]*nodeStatus{},
 	}
 }
@@ -98,30 +105,40 @@ func (c *Cache) SetResources(ctx context.Context, nodeID string, byType map[reso
 	c.setMu.Lock()
 	defer c.setMu.Unlock()
 
-	prev := c.node(nodeID)
-	next := &nodeResources{byType: map[resource.Type][]types.Resource{}, versions: map[resource.Type]string{}}
+	prev := c.resources(nodeID)
+	next := &nodeResources{
+		byType:   map[resource.Type][]types.Resource{},
+		versions: map[resource.Type]string{},
+		data:     map[resource.Type]*typeData{},
+	}
 	for _, t := range snapshotTypes {
 		items, given := byType[t]
 		if !given && prev != nil {
-			next.byType[t], next.versions[t] = prev.byType[t], prev.versions[t]
+			next.byType[t], next.versions[t], next.data[t] = prev.byType[t], prev.versions[t], prev.data[t]
 			continue
 		}
-		v, err := TypeVersion(items)
+		td, err := newTypeData(t, items)
 		if err != nil {
 			return fmt.Errorf("set resources for %q: %s: %w", nodeID, t, err)
 		}
-		next.byType[t], next.versions[t] = slices.Clone(items), v
+		next.byType[t], next.versions[t], next.data[t] = slices.Clone(items), td.version, td
 	}
 	ref, err := ReferencedSecrets(next.byType[resource.ListenerType], next.byType[resource.ClusterType])
 	if err != nil {
 		return fmt.Errorf("set resources for %q: %w", nodeID, err)
 	}
 	next.referenced = ref
-	labels, err := secretLabels(next.byType[resource.SecretType], nil)
+	labels, err := secretLabels(next.data[resource.SecretType], nil)
 	if err != nil {
 		return fmt.Errorf("set resources for %q: %w", nodeID, err)
 	}
-	return c.apply(ctx, nodeID, next, labels)
+	if err := checkSecrets(next.referenced, next.byType[resource.SecretType]); err != nil {
+		return fmt.Errorf("node %q: %w", nodeID, err)
+	}
+	if err := consistent(next); err != nil {
+		return fmt.Errorf("node %q: inconsistent snapshot: %w", nodeID, err)
+	}
+	return c.publish(ctx, nodeID, next, labels)
 }
 
 // SetSecrets replaces only the node's SDS secrets, e.g. after certificate
@@ -131,7 +148,7 @@ func (c *Cache) SetSecrets(ctx context.Context, nodeID string, secrets []Secret)
 	c.setMu.Lock()
 	defer c.setMu.Unlock()
 
-	prev := c.node(nodeID)
+	prev := c.resources(nodeID)
 	if prev == nil {
 		return fmt.Errorf("set secrets for %q: node has no resources", nodeID)
 	}
@@ -146,48 +163,37 @@ func (c *Cache) SetSecrets(ctx context.Context, nodeID string, secrets []Secret)
 			serials[s.Resource.GetName()] = s.Serial
 		}
 	}
-	v, err := TypeVersion(items)
+	td, err := newTypeData(resource.SecretType, items)
 	if err != nil {
 		return fmt.Errorf("set secrets for %q: %w", nodeID, err)
 	}
-	labels, err := secretLabels(items, serials)
+	labels, err := secretLabels(td, serials)
 	if err != nil {
 		return fmt.Errorf("set secrets for %q: %w", nodeID, err)
 	}
+	if err := checkSecrets(prev.referenced, items); err != nil {
+		return fmt.Errorf("node %q: %w", nodeID, err)
+	}
+	// Listeners, routes, clusters and endpoints are unchanged and were
+	// consistent; secrets play no part in that check.
 	next := &nodeResources{
 		byType:     maps.Clone(prev.byType),
 		versions:   maps.Clone(prev.versions),
+		data:       maps.Clone(prev.data),
 		referenced: prev.referenced,
 	}
-	next.byType[resource.SecretType], next.versions[resource.SecretType] = items, v
-	return c.apply(ctx, nodeID, next, labels)
+	next.byType[resource.SecretType], next.versions[resource.SecretType], next.data[resource.SecretType] = items, td.version, td
+	return c.publish(ctx, nodeID, next, labels)
 }
 
-// apply validates next and installs it. Caller holds setMu.
-func (c *Cache) apply(ctx context.Context, nodeID string, next *nodeResources, labels map[string]secretLabel) error {
-	if err := checkSecrets(next.referenced, next.byType[resource.SecretType]); err != nil {
-		return fmt.Errorf("node %q: %w", nodeID, err)
-	}
-	snap := &gcache.Snapshot{}
-	for _, t := range snapshotTypes {
-		snap.Resources[gcache.GetResponseType(t)] = gcache.NewResources(next.versions[t], next.byType[t])
-	}
-	if err := consistent(snap); err != nil {
-		return fmt.Errorf("node %q: inconsistent snapshot: %w", nodeID, err)
-	}
-	next.snapshot = snap
-
-	// Labels first: pushes triggered by SetSnapshot look serials up.
+// publish installs validated content and answers the node's open watches.
+// The content is installed even when ctx ends before every watch is
+// answered; the error says so. Caller holds setMu.
+func (c *Cache) publish(ctx context.Context, nodeID string, next *nodeResources, labels map[string]secretLabel) error {
+	// Labels first: pushes triggered below look serials up.
 	c.setLabels(nodeID, labels)
 	c.log.DebugContext(ctx, "xds snapshot set", "node", nodeID, "versions", next.versions)
-	err := c.inner.SetSnapshot(ctx, nodeID, snap)
-	// Publish to CreateWatch only now: while our view lags the inner one, a
-	// NACK or reconnect compared against it errs towards sending.
-	// SetSnapshot stores the snapshot even when answering watches fails.
-	c.mu.Lock()
-	c.nodes[nodeID] = next
-	c.mu.Unlock()
-	if err != nil {
+	if err := c.nodeFor(nodeID).set(ctx, c.log, next); err != nil {
 		return fmt.Errorf("node %q: push snapshot: %w", nodeID, err)
 	}
 	return nil
@@ -196,12 +202,13 @@ func (c *Cache) apply(ctx context.Context, nodeID string, next *nodeResources, l
 // consistent runs go-control-plane's check on a view in which each
 // api_listener (proxyless gRPC) is shown as a filter chain, since the stock
 // check only follows RDS names found in filter chains.
-func consistent(snap *gcache.Snapshot) error {
+func consistent(n *nodeResources) error {
+	var view gcache.Snapshot
+	for _, t := range snapshotTypes {
+		view.Resources[gcache.GetResponseType(t)] = gcache.NewResources(n.versions[t], n.byType[t])
+	}
 	lt := gcache.GetResponseType(resource.ListenerType)
-	view := *snap
-	view.VersionMap = nil
-	items := map[string]types.ResourceWithTTL{}
-	for name, r := range snap.Resources[lt].Items {
+	for name, r := range view.Resources[lt].Items {
 		l, ok := r.Resource.(*listenerv3.Listener)
 		if ok && l.GetApiListener().GetApiListener() != nil {
 			r.Resource = &listenerv3.Listener{
@@ -211,17 +218,16 @@ func consistent(snap *gcache.Snapshot) error {
 					ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: l.GetApiListener().GetApiListener()},
 				}}}},
 			}
+			view.Resources[lt].Items[name] = r
 		}
-		items[name] = r
 	}
-	view.Resources[lt] = gcache.Resources{Version: snap.Resources[lt].Version, Items: items}
 	return view.Consistent()
 }
 
 // ClearNode forgets a node's resources (and its status once it has no
-// streams), e.g. when it leaves the configuration. The stock cache drops the
-// node's open watches with it, so a still-connected client hears nothing
-// more until it sends a new request or reconnects.
+// streams), e.g. when it leaves the configuration. Its open watches are
+// dropped with it, as go-control-plane's cache does, so a still-connected
+// client hears nothing more until it sends a new request or reconnects.
 func (c *Cache) ClearNode(nodeID string) {
 	c.setMu.Lock()
 	defer c.setMu.Unlock()
@@ -233,63 +239,82 @@ func (c *Cache) ClearNode(nodeID string) {
 		delete(c.status, nodeID)
 	}
 	c.statusMu.Unlock()
-	c.inner.ClearSnapshot(nodeID)
 }
 
 // Version returns the node's current version of a type, or "".
 func (c *Cache) Version(nodeID string, typeURL resource.Type) string {
-	if n := c.node(nodeID); n != nil {
+	if n := c.resources(nodeID); n != nil {
 		return n.versions[typeURL]
 	}
 	return ""
 }
 
-func (c *Cache) node(nodeID string) *nodeResources {
+// resources returns the node's current content, or nil.
+func (c *Cache) resources(nodeID string) *nodeResources {
 	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.nodes[nodeID]
+	n := c.nodes[nodeID]
+	c.mu.RUnlock()
+	if n == nil {
+		return nil
+	}
+	return n.res.Load()
+}
+
+// nodeFor returns the node's entry, creating it: watches may arrive before
+// the node has resources.
+func (c *Cache) nodeFor(nodeID string) *node {
+	c.mu.RLock()
+	n := c.nodes[nodeID]
+	c.mu.RUnlock()
+	if n != nil {
+		return n
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n = c.nodes[nodeID]; n == nil {
+		n = newNode()
+		c.nodes[nodeID] = n
+	}
+	return n
 }
 
 // CreateWatch implements cache.ConfigWatcher for SotW. Two requests are
-// treated specially before the stock cache sees them:
+// treated specially:
 //
 //   - A NACK (error_detail set) of the version the cache still holds is
-//     parked: the stock cache compares the client's last ACKed version with
-//     the current one and would resend the rejected config at once, which
-//     the client rejects again, in a loop. The watch is answered when the
-//     type's version next changes.
+//     parked: go-control-plane's cache compares the client's last ACKed
+//     version with the current one and would resend the rejected config at
+//     once, which the client rejects again, in a loop. The watch is
+//     answered when the type's version next changes.
 //   - The first request on a new stream that names the current version
 //     (a reconnect after an ACK) gets no resend: the client already holds
 //     that content, since the version is a hash of it.
 func (c *Cache) CreateWatch(req *gcache.Request, sub gcache.Subscription, ch chan gcache.Response) (func(), error) {
 	nodeID := req.GetNode().GetId()
 	typ := req.GetTypeUrl()
-	n := c.node(nodeID)
-	if n == nil {
-		return c.inner.CreateWatch(req, sub, ch)
+	n := c.nodeFor(nodeID)
+	if res := n.res.Load(); res != nil {
+		current := res.versions[typ]
+		switch {
+		case req.GetErrorDetail() != nil:
+			rejected := sentVersion(sub)
+			if rejected == "" {
+				rejected = c.lastSent(nodeID, typ)
+			}
+			if rejected != "" && rejected == current {
+				c.log.Debug("xds nack parked until next change", "node", nodeID, "type", typ, "version", current)
+				parked := proto.Clone(req).(*gcache.Request)
+				parked.VersionInfo = current
+				req = parked
+			}
+		case req.GetResponseNonce() == "" && req.GetVersionInfo() != "" &&
+			req.GetVersionInfo() == current && len(sub.ReturnedResources()) == 0:
+			if td := res.data[typ]; td != nil {
+				sub = knownSubscription{Subscription: sub, known: td.returned}
+			}
+		}
 	}
-	current := n.versions[typ]
-	switch {
-	case req.GetErrorDetail() != nil:
-		rejected := sentVersion(sub)
-		if rejected == "" {
-			rejected = c.lastSent(nodeID, typ)
-		}
-		if rejected != "" && rejected == current {
-			c.log.Debug("xds nack parked until next change", "node", nodeID, "type", typ, "version", current)
-			parked := proto.Clone(req).(*gcache.Request)
-			parked.VersionInfo = current
-			req = parked
-		}
-	case req.GetResponseNonce() == "" && req.GetVersionInfo() != "" &&
-		req.GetVersionInfo() == current && len(sub.ReturnedResources()) == 0:
-		known := map[string]string{}
-		for _, r := range n.byType[typ] {
-			known[gcache.GetResourceName(r)] = current
-		}
-		sub = knownSubscription{Subscription: sub, known: known}
-	}
-	return c.inner.CreateWatch(req, sub, ch)
+	return n.watch(c.log, req, sub, ch), nil
 }
 
 // sentVersion is the version of the last SotW response on this stream: the
@@ -301,8 +326,8 @@ func sentVersion(sub gcache.Subscription) string {
 	return ""
 }
 
-// knownSubscription tells the stock cache a reconnecting client already
-// holds the current resources.
+// knownSubscription tells the watch a reconnecting client already holds the
+// current resources. It is only read, never handed to the server.
 type knownSubscription struct {
 	gcache.Subscription
 	known map[string]string
@@ -316,12 +341,33 @@ func (k knownSubscription) ReturnedResources() map[string]string { return k.know
 // new to send and its watch waits for the next change. Reconnects are
 // served from initial_resource_versions the same way.
 func (c *Cache) CreateDeltaWatch(req *gcache.DeltaRequest, sub gcache.Subscription, ch chan gcache.DeltaResponse) (func(), error) {
-	return c.inner.CreateDeltaWatch(req, sub, ch)
+	return c.nodeFor(req.GetNode().GetId()).deltaWatch(req, sub, ch), nil
 }
 
 // Fetch implements cache.ConfigFetcher (REST xDS).
 func (c *Cache) Fetch(ctx context.Context, req *gcache.Request) (gcache.Response, error) {
-	return c.inner.Fetch(ctx, req)
+	nodeID := req.GetNode().GetId()
+	res := c.resources(nodeID)
+	if res == nil {
+		return nil, fmt.Errorf("missing snapshot for %q", nodeID)
+	}
+	td := res.data[req.GetTypeUrl()]
+	if td == nil {
+		td = emptyType(req.GetTypeUrl())
+	}
+	if req.GetVersionInfo() == td.version {
+		return nil, &types.SkipFetchError{}
+	}
+	// REST is not used by proxies here; build the response plainly.
+	out := &discovery.DiscoveryResponse{VersionInfo: td.version, TypeUrl: req.GetTypeUrl()}
+	returned := map[string]string{}
+	for i, name := range td.names {
+		if len(req.GetResourceNames()) == 0 || slices.Contains(req.GetResourceNames(), name) {
+			out.Resources = append(out.Resources, td.anys[i])
+			returned[name] = td.version
+		}
+	}
+	return &gcache.PassthroughResponse{Request: req, DiscoveryResponse: out, ReturnedResources: returned}, nil
 }
 
 // GCPLogger routes go-control-plane's logs to l. Its Info level is

@@ -1,12 +1,13 @@
 package cache
 
 import (
+	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
 
@@ -56,7 +57,11 @@ type Push struct {
 	Serials map[string]string
 }
 
+// nodeStatus is one node's record. Its own mu guards it, taken while the
+// cache's statusMu is held for reading, so the node's streams record pushes
+// and ACKs without queueing behind every other node's.
 type nodeStatus struct {
+	mu      sync.Mutex
 	streams int
 	types   map[string]*TypeStatus
 	current map[string]string // secret name → serial in the cache now
@@ -69,13 +74,28 @@ type nodeStatus struct {
 
 type secretLabel struct{ hash, serial string }
 
-func (c *Cache) statusOf(nodeID string) *nodeStatus {
+// withStatus runs f on the node's record, creating it, with the record
+// locked.
+func (c *Cache) withStatus(nodeID string, f func(*nodeStatus)) {
+	c.statusMu.RLock()
+	if st := c.status[nodeID]; st != nil {
+		st.mu.Lock()
+		f(st)
+		st.mu.Unlock()
+		c.statusMu.RUnlock()
+		return
+	}
+	c.statusMu.RUnlock()
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
 	st := c.status[nodeID]
 	if st == nil {
 		st = &nodeStatus{types: map[string]*TypeStatus{}, sent: map[string]string{}, acked: map[string]string{}}
 		c.status[nodeID] = st
 	}
-	return st
+	st.mu.Lock()
+	f(st)
+	st.mu.Unlock()
 }
 
 func (st *nodeStatus) typ(t string) *TypeStatus {
@@ -89,34 +109,33 @@ func (st *nodeStatus) typ(t string) *TypeStatus {
 
 // secretLabels maps each secret name to its hash and serial label: the
 // given serial, else the serial of its inline certificate.
-func secretLabels(secrets []types.Resource, serials map[string]string) (map[string]secretLabel, error) {
-	out := make(map[string]secretLabel, len(secrets))
-	for _, r := range secrets {
-		h, err := ResourceHash(r)
-		if err != nil {
-			return nil, err
+func secretLabels(secrets *typeData, serials map[string]string) (map[string]secretLabel, error) {
+	out := make(map[string]secretLabel, len(secrets.items))
+	for name, it := range secrets.items {
+		sec, ok := it.res.(*tlsv3.Secret)
+		if !ok {
+			return nil, fmt.Errorf("secret resource has type %T", it.res)
 		}
-		name := secretName(r)
 		serial := serials[name]
-		if sec, ok := r.(*tlsv3.Secret); ok && serial == "" {
+		if serial == "" {
 			serial = certSerial(sec)
 		}
-		out[name] = secretLabel{hash: h, serial: serial}
+		out[name] = secretLabel{hash: it.hash, serial: serial}
 	}
 	return out, nil
 }
 
 func (c *Cache) setLabels(nodeID string, labels map[string]secretLabel) {
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
-	st := c.statusOf(nodeID)
 	byHash := make(map[string]string, len(labels))
-	st.current = make(map[string]string, len(labels))
+	current := make(map[string]string, len(labels))
 	for name, l := range labels {
 		byHash[l.hash] = l.serial
-		st.current[name] = l.serial
+		current[name] = l.serial
 	}
-	st.prevLabels, st.labels = st.labels, byHash
+	c.withStatus(nodeID, func(st *nodeStatus) {
+		st.current = current
+		st.prevLabels, st.labels = st.labels, byHash
+	})
 }
 
 func (st *nodeStatus) serial(hash string) string {
@@ -128,54 +147,54 @@ func (st *nodeStatus) serial(hash string) string {
 
 // StreamOpened counts an xDS stream for a node.
 func (c *Cache) StreamOpened(nodeID string) {
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
-	c.statusOf(nodeID).streams++
+	c.withStatus(nodeID, func(st *nodeStatus) { st.streams++ })
 }
 
 // StreamClosed undoes StreamOpened.
 func (c *Cache) StreamClosed(nodeID string) {
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
-	if st := c.status[nodeID]; st != nil && st.streams > 0 {
-		st.streams--
+	c.statusMu.RLock()
+	defer c.statusMu.RUnlock()
+	if st := c.status[nodeID]; st != nil {
+		st.mu.Lock()
+		if st.streams > 0 {
+			st.streams--
+		}
+		st.mu.Unlock()
 	}
 }
 
 // RecordSent notes a push and returns it with Serials filled in.
 func (c *Cache) RecordSent(nodeID string, p Push) Push {
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
-	st := c.statusOf(nodeID)
-	st.typ(p.TypeURL).Sent = p.Version
-	if p.TypeURL != resource.SecretType {
-		return p
-	}
-	p.Serials = make(map[string]string, len(p.Secrets))
-	for name, h := range p.Secrets {
-		p.Serials[name] = st.serial(h)
-	}
-	applySecrets(&st.sent, p)
+	c.withStatus(nodeID, func(st *nodeStatus) {
+		st.typ(p.TypeURL).Sent = p.Version
+		if p.TypeURL != resource.SecretType {
+			return
+		}
+		p.Serials = make(map[string]string, len(p.Secrets))
+		for name, h := range p.Secrets {
+			p.Serials[name] = st.serial(h)
+		}
+		applySecrets(&st.sent, p)
+	})
 	return p
 }
 
 // RecordAck notes that the node accepted a push.
 func (c *Cache) RecordAck(nodeID string, p Push) {
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
-	st := c.statusOf(nodeID)
-	st.typ(p.TypeURL).Acked = p.Version
-	if p.TypeURL == resource.SecretType {
-		applySecrets(&st.acked, p)
-	}
+	c.withStatus(nodeID, func(st *nodeStatus) {
+		st.typ(p.TypeURL).Acked = p.Version
+		if p.TypeURL == resource.SecretType {
+			applySecrets(&st.acked, p)
+		}
+	})
 }
 
 // RecordNack notes that the node rejected a push.
 func (c *Cache) RecordNack(nodeID string, p Push, nonce, msg string, at time.Time) {
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
-	ts := c.statusOf(nodeID).typ(p.TypeURL)
-	ts.NackedVersion, ts.NackNonce, ts.NackError, ts.NackAt = p.Version, nonce, msg, at
+	c.withStatus(nodeID, func(st *nodeStatus) {
+		ts := st.typ(p.TypeURL)
+		ts.NackedVersion, ts.NackNonce, ts.NackError, ts.NackAt = p.Version, nonce, msg, at
+	})
 }
 
 // applySecrets folds a push into a name → serial map: a SotW push is the
@@ -196,10 +215,16 @@ func applySecrets(m *map[string]string, p Push) {
 
 // lastSent is the version last sent for a type, across the node's streams.
 func (c *Cache) lastSent(nodeID, typeURL string) string {
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
-	if st := c.status[nodeID]; st != nil && st.types[typeURL] != nil {
-		return st.types[typeURL].Sent
+	c.statusMu.RLock()
+	defer c.statusMu.RUnlock()
+	st := c.status[nodeID]
+	if st == nil {
+		return ""
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if ts := st.types[typeURL]; ts != nil {
+		return ts.Sent
 	}
 	return ""
 }
@@ -207,11 +232,18 @@ func (c *Cache) lastSent(nodeID, typeURL string) string {
 // Status lists every node that has resources or has connected, sorted by id.
 func (c *Cache) Status() []NodeStatus {
 	c.mu.RLock()
-	nodes := maps.Clone(c.nodes)
+	nodes := make(map[string]*nodeResources, len(c.nodes))
+	for id, n := range c.nodes {
+		if res := n.res.Load(); res != nil {
+			nodes[id] = res
+		}
+	}
 	c.mu.RUnlock()
 
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
+	// Read-locked: pushes and ACKs go on; each node's record is locked
+	// while it is copied.
+	c.statusMu.RLock()
+	defer c.statusMu.RUnlock()
 	ids := map[string]struct{}{}
 	for id := range nodes {
 		ids[id] = struct{}{}
@@ -224,6 +256,7 @@ func (c *Cache) Status() []NodeStatus {
 		ns := NodeStatus{NodeID: id, Types: map[string]TypeStatus{}}
 		st := c.status[id]
 		if st != nil {
+			st.mu.Lock()
 			ns.Streams = st.streams
 			for t, ts := range st.types {
 				ns.Types[t] = *ts
@@ -256,6 +289,7 @@ func (c *Cache) Status() []NodeStatus {
 				ss.Acked = serial
 				secrets[name] = ss
 			}
+			st.mu.Unlock()
 		}
 		if len(secrets) > 0 {
 			ns.Secrets = secrets

@@ -36,9 +36,18 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		StreamDeltaRequestFunc: func(id int64, req *discovery.DeltaDiscoveryRequest) error {
 			return s.request(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 		},
-		StreamResponseFunc: func(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
+		StreamResponseFunc: func(ctx context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
 			p := cache.Push{TypeURL: resp.GetTypeUrl(), Version: resp.GetVersionInfo()}
-			if p.TypeURL == resource.SecretType {
+			if p.TypeURL != resource.SecretType {
+				s.sent(streamKey{id: id}, resp.GetNonce(), p)
+				return
+			}
+			// Gatehouse's cache hands over the secrets' hashes with the
+			// response: decoding every secret again for every stream is
+			// what a rotation's fan-out would otherwise spend its time on.
+			if hashes, ok := cache.PushedSecrets(ctx); ok {
+				p.Secrets = hashes
+			} else {
 				p.Secrets = map[string]string{}
 				for _, a := range resp.GetResources() {
 					var sec tlsv3.Secret
@@ -68,21 +77,30 @@ func (s *Server) callbacks() serverv3.Callbacks {
 
 func (s *Server) open(ctx context.Context, k streamKey, proto string) {
 	s.metrics.streams.WithLabelValues(proto).Inc()
-	s.mu.Lock()
-	s.streams[k] = &streamState{ctx: ctx, pending: map[string]pending{}}
-	s.mu.Unlock()
+	s.streams.Store(k, &streamState{ctx: ctx, pending: map[string]pending{}})
 }
 
 func (s *Server) closed(k streamKey, proto string) {
 	s.metrics.streams.WithLabelValues(proto).Dec()
-	s.mu.Lock()
-	st := s.streams[k]
-	delete(s.streams, k)
-	s.mu.Unlock()
-	if st != nil && st.node != "" {
-		s.cache.StreamClosed(st.node)
-		s.log.Debug("xds stream closed", "node", st.node, "stream", k.id, "protocol", proto)
+	v, ok := s.streams.LoadAndDelete(k)
+	if !ok {
+		return
 	}
+	st := v.(*streamState)
+	st.mu.Lock()
+	nodeID := st.node
+	st.mu.Unlock()
+	if nodeID != "" {
+		s.cache.StreamClosed(nodeID)
+		s.log.Debug("xds stream closed", "node", nodeID, "stream", k.id, "protocol", proto)
+	}
+}
+
+func (s *Server) stream(k streamKey) *streamState {
+	if v, ok := s.streams.Load(k); ok {
+		return v.(*streamState)
+	}
+	return nil
 }
 
 // request classifies a request: the answer to the stream's last push of
@@ -91,21 +109,20 @@ func (s *Server) closed(k streamKey, proto string) {
 // whose node id the authorizer refuses, or that changes its node id, is
 // closed by the returned error.
 func (s *Server) request(k streamKey, node *core.Node, typeURL, nonce, errMsg string, nack bool) error {
-	s.mu.Lock()
-	st := s.streams[k]
+	st := s.stream(k)
 	if st == nil {
-		s.mu.Unlock()
 		return nil
 	}
+	st.mu.Lock()
 	if id := node.GetId(); id != "" && st.node != "" && id != st.node {
-		s.mu.Unlock()
+		st.mu.Unlock()
 		return status.Errorf(codes.PermissionDenied, "node id changed from %q to %q on one stream", st.node, id)
 	}
 	first := false
 	if st.node == "" && node.GetId() != "" {
 		if s.opts.authorize != nil {
 			if err := s.opts.authorize(st.ctx, node.GetId()); err != nil {
-				s.mu.Unlock()
+				st.mu.Unlock()
 				s.log.Warn("xds stream refused", "node", node.GetId(), "err", err)
 				return status.Errorf(codes.PermissionDenied, "node %q: %v", node.GetId(), err)
 			}
@@ -119,7 +136,7 @@ func (s *Server) request(k streamKey, node *core.Node, typeURL, nonce, errMsg st
 	} else {
 		ok = false
 	}
-	s.mu.Unlock()
+	st.mu.Unlock()
 
 	if first {
 		s.cache.StreamOpened(nodeID)
@@ -128,32 +145,31 @@ func (s *Server) request(k streamKey, node *core.Node, typeURL, nonce, errMsg st
 	if !ok {
 		return nil
 	}
-	t := typeLabel(typeURL)
 	if nack {
-		s.metrics.nacks.WithLabelValues(t).Inc()
+		s.metrics.nack(typeURL).Inc()
 		s.cache.RecordNack(nodeID, p.push, nonce, errMsg, s.opts.now())
-		s.log.Warn("xds NACK", "node", nodeID, "type", t, "version", p.push.Version, "nonce", nonce, "error", errMsg)
+		s.log.Warn("xds NACK", "node", nodeID, "type", typeLabel(typeURL), "version", p.push.Version, "nonce", nonce, "error", errMsg)
 		return nil
 	}
-	s.metrics.acks.WithLabelValues(t).Inc()
+	s.metrics.ack(typeURL).Inc()
 	s.cache.RecordAck(nodeID, p.push)
 	return nil
 }
 
 func (s *Server) sent(k streamKey, nonce string, p cache.Push) {
-	s.mu.Lock()
-	st := s.streams[k]
-	nodeID := ""
-	if st != nil {
-		nodeID = st.node
-	}
-	s.mu.Unlock()
-	if st == nil || nodeID == "" {
+	st := s.stream(k)
+	if st == nil {
 		return
 	}
-	s.metrics.pushes.WithLabelValues(typeLabel(p.TypeURL)).Inc()
+	st.mu.Lock()
+	nodeID := st.node
+	st.mu.Unlock()
+	if nodeID == "" {
+		return
+	}
+	s.metrics.push(p.TypeURL).Inc()
 	p = s.cache.RecordSent(nodeID, p)
-	s.mu.Lock()
+	st.mu.Lock()
 	st.pending[p.TypeURL] = pending{nonce: nonce, push: p}
-	s.mu.Unlock()
+	st.mu.Unlock()
 }

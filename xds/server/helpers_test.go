@@ -103,7 +103,7 @@ func (h *harness) nodeStatus(t *testing.T, id string) cache.NodeStatus {
 	return cache.NodeStatus{}
 }
 
-func certs(t *testing.T, serial int64) *cachetest.Certs {
+func certs(t testing.TB, serial int64) *cachetest.Certs {
 	t.Helper()
 	c, err := cachetest.NewCerts(serial)
 	if err != nil {

@@ -5,12 +5,20 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse-proxy/gatehouse/xds/cache"
 )
 
 type metrics struct {
 	streams             *prometheus.GaugeVec
 	pushes, acks, nacks *prometheus.CounterVec
+	// byType holds the counters of the types a cache serves, resolved
+	// once: every push and ACK of every stream counts, and resolving a
+	// label hashes and locks each time.
+	byType map[string]typeCounters
 }
+
+type typeCounters struct{ pushes, acks, nacks prometheus.Counter }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -31,6 +39,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "xDS responses rejected by clients, by resource type.",
 		}, []string{"type"}),
 	}
+	m.byType = map[string]typeCounters{}
+	for _, t := range cache.Types() {
+		l := typeLabel(t)
+		m.byType[t] = typeCounters{m.pushes.WithLabelValues(l), m.acks.WithLabelValues(l), m.nacks.WithLabelValues(l)}
+	}
 	if reg == nil {
 		return m, nil
 	}
@@ -45,4 +58,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // typeLabel shortens a type URL to its message name, e.g. "Cluster".
 func typeLabel(typeURL string) string {
 	return typeURL[strings.LastIndexByte(typeURL, '.')+1:]
+}
+
+func (m *metrics) push(typeURL string) prometheus.Counter {
+	if c, ok := m.byType[typeURL]; ok {
+		return c.pushes
+	}
+	return m.pushes.WithLabelValues(typeLabel(typeURL))
+}
+
+func (m *metrics) ack(typeURL string) prometheus.Counter {
+	if c, ok := m.byType[typeURL]; ok {
+		return c.acks
+	}
+	return m.acks.WithLabelValues(typeLabel(typeURL))
+}
+
+func (m *metrics) nack(typeURL string) prometheus.Counter {
+	if c, ok := m.byType[typeURL]; ok {
+		return c.nacks
+	}
+	return m.nacks.WithLabelValues(typeLabel(typeURL))
 }

@@ -99,8 +99,11 @@ type Server struct {
 	// hold a graceful stop forever.
 	stop context.CancelFunc
 
-	mu      sync.Mutex
-	streams map[streamKey]*streamState
+	// streams holds a *streamState per open stream. A sync.Map, not a
+	// mutex and a map: every request and response of every stream looks
+	// its state up, and with thousands of streams answering one change at
+	// once a single lock is where they would queue.
+	streams sync.Map
 }
 
 // streamKey separates SotW and delta stream ids, which go-control-plane
@@ -110,8 +113,12 @@ type streamKey struct {
 	id    int64
 }
 
+// streamState is one stream's record. go-control-plane runs a stream's
+// callbacks on that stream's goroutine, so mu is never contended; it only
+// makes the record safe without relying on that.
 type streamState struct {
 	ctx     context.Context // the stream's: peer and TLS state
+	mu      sync.Mutex
 	node    string
 	pending map[string]pending // type URL → last push awaiting an answer
 }
@@ -154,7 +161,6 @@ func New(c Cache, opts ...Option) (*Server, error) {
 		log:     o.log,
 		opts:    o,
 		metrics: m,
-		streams: map[streamKey]*streamState{},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
