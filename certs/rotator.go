@@ -42,6 +42,9 @@ type Rotator struct {
 	entries map[string]*rotEntry
 	subs    map[int]func(id string, leaf *Leaf)
 	nextSub int
+	// notifyMu keeps subscriber calls one at a time when Adopt (on its
+	// caller's goroutine) and Run both have news.
+	notifyMu sync.Mutex
 }
 
 type rotEntry struct {
@@ -157,8 +160,9 @@ func (r *Rotator) Forget(spiffeID string) {
 }
 
 // OnRotate registers fn to be called with every re-issued leaf (not the
-// first one, which Get returns). Calls come from Run's goroutine, one at a
-// time, outside any lock; fn may call Get. The returned func unsubscribes.
+// first one, which Get returns). Calls come from Run's goroutine (or
+// Adopt's caller), one at a time, outside any lock; fn may call Get. The
+// returned func unsubscribes.
 func (r *Rotator) OnRotate(fn func(spiffeID string, leaf *Leaf)) (cancel func()) {
 	r.mu.Lock()
 	id := r.nextSub
@@ -170,6 +174,27 @@ func (r *Rotator) OnRotate(fn func(spiffeID string, leaf *Leaf)) (cancel func())
 		delete(r.subs, id)
 		r.mu.Unlock()
 	}
+}
+
+// Adopt installs leaf for spiffeID as the current one when the Rotator
+// keeps that identity and holds a different leaf, and tells subscribers as
+// for a renewal. It is how a leaf issued elsewhere (by another replica,
+// shared through a store) replaces the one held here without issuing. An
+// expired leaf, or one for an identity not kept, is ignored. It reports
+// whether the leaf was adopted.
+func (r *Rotator) Adopt(spiffeID string, leaf *Leaf) bool {
+	r.mu.Lock()
+	e, ok := r.entries[spiffeID]
+	if !ok || leaf == nil || e.leaf.Serial == leaf.Serial || !r.clock.Now().Before(leaf.NotAfter) {
+		r.mu.Unlock()
+		return false
+	}
+	e.leaf, e.due, e.force = leaf, r.dueOf(leaf), false
+	r.mu.Unlock()
+	r.poke()
+	r.log.Info("certificate adopted", "leaf", leaf)
+	r.notify([]rotated{{spiffeID, leaf}})
+	return true
 }
 
 // SetIssuer switches to a new issuer (after a CA rotation) and has Run
@@ -296,14 +321,38 @@ func (r *Rotator) renewDue() {
 				"retry_at", retryAt, "expires", expires, "err", err)
 			continue
 		}
-		j.entry.leaf, j.entry.due, j.entry.force = leaf, leaf.RenewAt(), false
+		same := j.entry.leaf.Serial == leaf.Serial
+		j.entry.leaf, j.entry.due, j.entry.force = leaf, r.dueOf(leaf), false
 		r.mu.Unlock()
+		if same {
+			// The issuer handed back the leaf already held (one shared by
+			// replicas, or adopted meanwhile): nothing new to tell.
+			continue
+		}
 		r.log.Info("certificate renewed", "leaf", leaf)
 		done = append(done, rotated{j.id, leaf})
 	}
+	r.notify(done)
+}
+
+// dueOf is when leaf should be renewed: its RenewAt, or a retry interval
+// from now when an issuer handed back a leaf already due (a shared leaf the
+// replica renewing it has not replaced yet), so Run does not spin.
+func (r *Rotator) dueOf(leaf *Leaf) time.Time {
+	due, now := leaf.RenewAt(), r.clock.Now()
+	if !now.Before(due) {
+		return now.Add(r.retry)
+	}
+	return due
+}
+
+// notify calls every subscriber with each rotated leaf, one call at a time.
+func (r *Rotator) notify(done []rotated) {
 	if len(done) == 0 {
 		return
 	}
+	r.notifyMu.Lock()
+	defer r.notifyMu.Unlock()
 	r.mu.Lock()
 	keys := slices.Sorted(maps.Keys(r.subs))
 	subs := make([]func(string, *Leaf), 0, len(keys))

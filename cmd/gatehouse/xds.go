@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -21,8 +22,10 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/certs"
 	"github.com/gatehouse-proxy/gatehouse/internal/admin"
 	"github.com/gatehouse-proxy/gatehouse/internal/config"
+	"github.com/gatehouse-proxy/gatehouse/internal/store"
 	"github.com/gatehouse-proxy/gatehouse/xds/bootstrap"
 	"github.com/gatehouse-proxy/gatehouse/xds/cache"
+	"github.com/gatehouse-proxy/gatehouse/xds/fleet"
 	"github.com/gatehouse-proxy/gatehouse/xds/reconcile"
 	"github.com/gatehouse-proxy/gatehouse/xds/secrets"
 	xdsserver "github.com/gatehouse-proxy/gatehouse/xds/server"
@@ -38,13 +41,24 @@ func runXDS(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func buildXDS(p *process) (*xdsserver.Server, error) {
 	ctx, g, cfg, cfgPath, stateDir, log, reg, adm := p.ctx, p.g, p.cfg, p.cfgPath, p.stateDir, p.log, p.reg, p.adm
 	caDir := filepath.Join(stateDir, "ca")
-	ca, err := openCA(caDir, cfg.Mesh.TrustDomain, log)
+	shared := cfg.Store.WithDefaults().Backend == store.BackendRedis
+	ca, err := openCA(caDir, cfg.Mesh.TrustDomain, shared, log)
 	if err != nil {
 		return nil, err
 	}
 	live := &liveCA{}
 	live.ca.Store(ca)
-	rot := certs.NewRotator(live, certs.WithRotatorLogger(log))
+	iss, fl, err := leafIssuer(p, live)
+	if err != nil {
+		return nil, err
+	}
+	rot := certs.NewRotator(iss, certs.WithRotatorLogger(log))
+	if fl != nil {
+		// A leaf renewed by another replica (or after a store reconnect)
+		// replaces ours and is pushed like a local renewal, so every
+		// replica serves the same secret versions.
+		fl.Run(ctx, func(id string, leaf *certs.Leaf) { rot.Adopt(id, leaf) })
+	}
 	c := cache.New(log)
 	secretOpts := []secrets.Option{secrets.WithLogger(log)}
 	var overrides *certs.DirSource
@@ -112,8 +126,18 @@ func buildXDS(p *process) (*xdsserver.Server, error) {
 			log.Error("CA files changed but do not load; the current CA stays", "err", err)
 			return
 		}
-		if next.Certificate().SerialNumber.Cmp(live.ca.Load().Certificate().SerialNumber) == 0 && len(next.Previous()) == len(live.ca.Load().Previous()) {
+		prev := live.ca.Load()
+		if next.Certificate().SerialNumber.Cmp(prev.Certificate().SerialNumber) == 0 && len(next.Previous()) == len(prev.Previous()) {
 			return
+		}
+		if fl != nil {
+			// Seal with the new CA's key; keep opening what the old one sealed.
+			sealer, err := fleet.SealerFor(next, prev)
+			if err != nil {
+				log.Error("CA files changed but no sealing key derives from them; the current CA stays", "err", err)
+				return
+			}
+			fl.SetSealer(sealer)
 		}
 		live.ca.Store(next)
 		if err := rec.Rotated(ctx, ""); err != nil {
@@ -130,12 +154,33 @@ func buildXDS(p *process) (*xdsserver.Server, error) {
 	adm.Handle("GET /debug/xds", srv.StatusHandler())
 	adm.Handle("GET /debug/mesh", admin.JSON(func() any { return rec.Status() }))
 	adm.Handle("POST /debug/rotate", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fl != nil {
+			// Renew for the whole fleet: this replica issues, the others adopt.
+			fl.ForceRenew()
+		}
 		rot.RenewAll()
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)
 		fmt.Fprintf(w, "{\"renewing\": %d}\n", len(rot.IDs()))
 	}))
 	return srv, nil
+}
+
+// leafIssuer is what the rotator issues through. With the memory store it
+// is the CA itself, as it always was: one replica, leaves issued locally.
+// With Redis it is a fleet.Issuer, so an identity's leaf is issued once for
+// every replica (sealed in the store with a key derived from the shared CA)
+// and all of them serve identical SDS secrets.
+func leafIssuer(p *process, live *liveCA) (certs.LeafIssuer, *fleet.Issuer, error) {
+	if p.cfg.Store.WithDefaults().Backend != store.BackendRedis || p.store == nil {
+		return live, nil, nil
+	}
+	sealer, err := fleet.SealerFor(live.ca.Load())
+	if err != nil {
+		return nil, nil, err
+	}
+	fl := fleet.New(p.store, live, sealer, fleet.WithLogger(p.log))
+	return fl, fl, nil
 }
 
 // adsTLS is the ADS server's TLS: a certificate from the rotator (renewed
@@ -235,14 +280,23 @@ func (c certExpiry) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// openCA loads the CA in dir, creating one on first start.
-func openCA(dir, trustDomain string, log *slog.Logger) (*certs.CA, error) {
+// errSharedCARequired is openCA's error when replicas would mint their own CA.
+var errSharedCARequired = errors.New("shared CA required: run gatehouse ca init and mount it")
+
+// openCA loads the CA in dir, creating one on first start. A replica
+// sharing a store (shared) never creates one: replicas with CAs of their
+// own would issue leaves the others' proxies do not trust and serve
+// different trust bundles, so the CA must come from the shared directory.
+func openCA(dir, trustDomain string, shared bool, log *slog.Logger) (*certs.CA, error) {
 	ca, err := certs.Load(dir, certs.WithTrustDomain(trustDomain), certs.WithLogger(log))
 	if err == nil {
 		return ca, nil
 	}
 	if _, statErr := os.Stat(filepath.Join(dir, "ca.crt")); !errors.Is(statErr, os.ErrNotExist) {
 		return nil, fmt.Errorf("state CA: %w", err)
+	}
+	if shared {
+		return nil, fmt.Errorf("state CA %s: store.backend is redis: %w", dir, errSharedCARequired)
 	}
 	ca, err = certs.Init(dir, certs.WithTrustDomain(trustDomain), certs.WithLogger(log))
 	if err != nil {
@@ -260,7 +314,11 @@ func (l *liveCA) Issue(id string, opts ...certs.IssueOption) (*certs.Leaf, error
 	return l.ca.Load().Issue(id, opts...)
 }
 func (l *liveCA) TrustBundle() []byte { return l.ca.Load().TrustBundle() }
-func (l *liveCA) TrustDomain() string { return l.ca.Load().TrustDomain() }
+func (l *liveCA) Certificate() *x509.Certificate {
+	return l.ca.Load().Certificate()
+}
+func (l *liveCA) Previous() []certs.PreviousCA { return l.ca.Load().Previous() }
+func (l *liveCA) TrustDomain() string          { return l.ca.Load().TrustDomain() }
 
 // runBootstrap prints the bootstrap a proxy of the config starts with.
 func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -271,7 +329,7 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := newFlagSet("bootstrap", "[flags]", "Prints the bootstrap of one proxy named in the config's mesh section: Envoy\nYAML for an edge or sidecar, grpc-go JSON (GRPC_XDS_BOOTSTRAP_CONFIG) for a\ngrpc_clients entry.", stderr)
 	cf.register(fs)
 	fs.StringVar(&node, "node", "", "proxy name (edge name, sidecar name or grpc client name); required")
-	fs.StringVar(&xdsAddrs, "xds", "", "control plane address(es), host:port, comma-separated; default listen.xds")
+	fs.StringVar(&xdsAddrs, "xds", "", "control plane address(es), host:port, comma-separated (replicas; grpc-go lists them in priority order); default listen.xds")
 	fs.StringVar(&admin, "envoy-admin", "127.0.0.1:9901", "Envoy admin listener (keep it on loopback)")
 	fs.BoolVar(&grpcClient, "grpc", false, "force the grpc-go flavour (default: chosen by the node's role)")
 	fs.StringVar(&certFile, "cert", "", "client certificate file: Envoy's for mTLS to the control plane (with xds.tls), a gRPC client's for its certificate provider")
@@ -314,7 +372,7 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	var out []byte
 	if grpcClient || role == config.RoleGRPC {
-		out, err = bootstrap.RenderGRPC(bootstrap.GRPCOptions{NodeID: node, ControlPlane: cps[0], Insecure: !cfg.XDS.TLS.Enabled, CertFile: certFile, KeyFile: keyFile, CAFile: caFile})
+		out, err = bootstrap.RenderGRPC(bootstrap.GRPCOptions{NodeID: node, ControlPlane: cps[0], Fallbacks: cps[1:], Insecure: !cfg.XDS.TLS.Enabled, CertFile: certFile, KeyFile: keyFile, CAFile: caFile})
 	} else {
 		o := bootstrap.Options{NodeID: node, Cluster: role, ControlPlane: cps, AdminAddress: admin}
 		if cfg.XDS.TLS.Enabled {

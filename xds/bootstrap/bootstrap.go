@@ -227,8 +227,14 @@ func anyOf(m proto.Message) (*anypb.Any, error) {
 // GRPCOptions describe a proxyless gRPC client's xDS bootstrap.
 type GRPCOptions struct {
 	NodeID string
-	// ControlPlane is the ADS server, host:port (grpc-go uses one server URI).
+	// ControlPlane is the ADS server, host:port.
 	ControlPlane string
+	// Fallbacks are further control plane replicas, host:port, listed after
+	// ControlPlane in xds_servers. grpc-go (gRFC A71) uses the first server
+	// it can reach and falls back to the next only when the stream fails
+	// before any response while a watched resource is not cached; resources
+	// it already has keep being used while it reconnects to the first.
+	Fallbacks []string
 	// Insecure uses plaintext to the control plane; otherwise the client
 	// dials it with TLS from its certificate provider files.
 	Insecure bool
@@ -244,8 +250,11 @@ func RenderGRPC(o GRPCOptions) ([]byte, error) {
 	if o.NodeID == "" || o.ControlPlane == "" {
 		return nil, fmt.Errorf("bootstrap: grpc: NodeID and ControlPlane are required")
 	}
-	if _, err := address(o.ControlPlane); err != nil {
-		return nil, fmt.Errorf("bootstrap: grpc node %s: control plane: %w", o.NodeID, err)
+	cps := append([]string{o.ControlPlane}, o.Fallbacks...)
+	for _, cp := range cps {
+		if _, err := address(cp); err != nil {
+			return nil, fmt.Errorf("bootstrap: grpc node %s: control plane: %w", o.NodeID, err)
+		}
 	}
 	haveFiles := o.CertFile != "" && o.KeyFile != "" && o.CAFile != ""
 	creds := []map[string]any{{"type": "insecure"}}
@@ -257,13 +266,17 @@ func RenderGRPC(o GRPCOptions) ([]byte, error) {
 			"certificate_file": o.CertFile, "private_key_file": o.KeyFile, "ca_certificate_file": o.CAFile,
 		}}}
 	}
-	doc := map[string]any{
-		"xds_servers": []map[string]any{{
-			"server_uri":      o.ControlPlane,
+	servers := make([]map[string]any, 0, len(cps))
+	for _, cp := range cps {
+		servers = append(servers, map[string]any{
+			"server_uri":      cp,
 			"channel_creds":   creds,
 			"server_features": []string{"xds_v3"},
-		}},
-		"node": map[string]any{"id": o.NodeID, "cluster": "grpc"},
+		})
+	}
+	doc := map[string]any{
+		"xds_servers": servers,
+		"node":        map[string]any{"id": o.NodeID, "cluster": "grpc"},
 	}
 	if haveFiles {
 		doc["certificate_providers"] = map[string]any{

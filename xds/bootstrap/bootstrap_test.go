@@ -244,3 +244,48 @@ func TestRenderGRPC(t *testing.T) {
 		t.Error("TLS without files was accepted")
 	}
 }
+
+// Replicas are listed in priority order, each with the same credentials,
+// and every address is checked.
+func TestRenderGRPCReplicas(t *testing.T) {
+	tests := []struct {
+		name      string
+		fallbacks []string
+		want      []string
+		wantErr   bool
+	}{
+		{"one", nil, []string{"xds-0:18000"}, false},
+		{"two", []string{"xds-1:18000"}, []string{"xds-0:18000", "xds-1:18000"}, false},
+		{"bad fallback", []string{"xds-1"}, nil, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := bootstrap.RenderGRPC(bootstrap.GRPCOptions{NodeID: "web", ControlPlane: "xds-0:18000", Fallbacks: tc.fallbacks, Insecure: true})
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v", err)
+			}
+			if err != nil {
+				return
+			}
+			var doc struct {
+				XDSServers []struct {
+					ServerURI    string            `json:"server_uri"`
+					ChannelCreds []json.RawMessage `json:"channel_creds"`
+				} `json:"xds_servers"`
+			}
+			if err := json.Unmarshal(out, &doc); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, s := range doc.XDSServers {
+				got = append(got, s.ServerURI)
+				if len(s.ChannelCreds) != 1 {
+					t.Errorf("server %s creds %s", s.ServerURI, s.ChannelCreds)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("xds_servers %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
