@@ -434,3 +434,49 @@ func serials(t *testing.T, rs []types.Resource) map[string]string {
 	}
 	return out
 }
+
+// TestGRPCClientDialsOneOfTwoTargets: grpc-go subscribes to listeners one
+// dial target at a time, so a client node with two targets that dials only
+// one must still be answered (go-control-plane's ADS rule would wait for a
+// request naming both, for ever).
+func TestGRPCClientDialsOneOfTwoTargets(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "gatehouse.yaml")
+	writeFile(t, cfgPath, fmt.Sprintf(`listen:
+  xds: 127.0.0.1:0
+  admin: 127.0.0.1:0
+mesh:
+  services:
+    - {name: greeter, endpoints: [%q], protocol: http2}
+    - {name: other, endpoints: [%q], protocol: http2}
+  grpc_clients:
+    - name: web
+      targets:
+        - {target: "xds:///greeter", service: greeter}
+        - {target: "xds:///other", service: other}
+`, testbackend.Start(t, "G"), testbackend.Start(t, "O")))
+	_, addrs := start(t, "xds", "--config", cfgPath, "--state-dir", filepath.Join(dir, "state"))
+	out := gatehouse(t, "bootstrap", "--config", cfgPath, "--node", "web", "--xds", addrs[0])
+	rb, err := xds.NewXDSResolverWithConfigForTesting([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///greeter", grpc.WithResolvers(rb), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := testgrpc.NewTestServiceClient(cc)
+	eventually(t, "grpc-go reaches greeter", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		resp, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
+		if err != nil {
+			return err
+		}
+		if resp.GetServerId() != "G" {
+			return fmt.Errorf("reached %s", resp.GetServerId())
+		}
+		return nil
+	})
+}

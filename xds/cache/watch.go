@@ -11,6 +11,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // node holds one node's content and its open watches. Each node has its
@@ -106,7 +107,7 @@ func (n *node) set(ctx context.Context, log *slog.Logger, res *nodeResources) er
 			if w.req.GetVersionInfo() == td.version {
 				continue
 			}
-			if !sotwRespond(ctx, log, w, td) {
+			if !sotwRespond(ctx, w, td) {
 				return ctx.Err()
 			}
 			// Answered or refused, the watch is spent.
@@ -141,7 +142,7 @@ func (n *node) watch(log *slog.Logger, req *gcache.Request, sub gcache.Subscript
 	if req.GetVersionInfo() == td.version && !sotwMissing(td, sub) {
 		return n.add(w)
 	}
-	sotwRespond(context.Background(), log, w, td)
+	sotwRespond(context.Background(), w, td)
 	return func() {}
 }
 
@@ -178,25 +179,26 @@ func sotwMissing(td *typeData, sub gcache.Subscription) bool {
 	return false
 }
 
-// sotwRespond sends td to w. Over ADS a request naming resources must name
-// every resource of the type (go-control-plane's rule, which SetResources
-// keeps true for consistent snapshots); otherwise nothing is sent. It
+// sotwRespond sends td to w. A request that names resources gets those of
+// them that exist: grpc-go subscribes to listeners one dial target at a
+// time, and go-control-plane's ADS rule of answering only a request that
+// names every resource of the type left such a client waiting for ever.
+// A request naming none that exist is answered when one appears. It
 // returns false only when ctx ended first.
-func sotwRespond(ctx context.Context, log *slog.Logger, w *sotwWatch, td *typeData) bool {
+func sotwRespond(ctx context.Context, w *sotwWatch, td *typeData) bool {
+	resp := &sotwResponse{req: w.req, td: td, anys: td.anys, returned: td.returned}
 	if names := w.req.GetResourceNames(); len(names) != 0 && !slices.Equal(names, td.names) {
-		requested := make(map[string]struct{}, len(names))
-		for _, name := range names {
-			requested[name] = struct{}{}
-		}
-		for _, name := range td.names {
-			if _, ok := requested[name]; !ok {
-				log.Warn("xds: not answering a request that does not name every resource of its type",
-					"type", w.req.GetTypeUrl(), "node", w.req.GetNode().GetId(), "unnamed", name)
-				return true
+		resp.anys, resp.returned = nil, make(map[string]string, len(names))
+		for _, name := range td.names { // sorted, so the response is too
+			if slices.Contains(names, name) {
+				resp.anys = append(resp.anys, td.items[name].delta.GetResource())
+				resp.returned[name] = td.version
 			}
 		}
+		if len(resp.anys) == 0 {
+			return true
+		}
 	}
-	resp := &sotwResponse{req: w.req, td: td}
 	select {
 	case w.ch <- resp:
 		return true
@@ -288,12 +290,15 @@ func deltaRespond(ctx context.Context, w *deltaWatch, td *typeData) (sent, ok bo
 type sotwResponse struct {
 	req *gcache.Request
 	td  *typeData
+	// anys and returned are td's, or the subset the request named.
+	anys     []*anypb.Any
+	returned map[string]string
 }
 
 var _ gcache.Response = (*sotwResponse)(nil)
 
 func (r *sotwResponse) GetDiscoveryResponse() (*discovery.DiscoveryResponse, error) {
-	return &discovery.DiscoveryResponse{VersionInfo: r.td.version, Resources: r.td.anys, TypeUrl: r.req.GetTypeUrl()}, nil
+	return &discovery.DiscoveryResponse{VersionInfo: r.td.version, Resources: r.anys, TypeUrl: r.req.GetTypeUrl()}, nil
 }
 
 func (r *sotwResponse) GetRequest() *discovery.DiscoveryRequest { return r.req }
@@ -304,7 +309,7 @@ func (r *sotwResponse) GetContext() context.Context             { return r.td.ct
 // GetReturnedResources is the client's state after this response; a copy,
 // since the server's subscription edits it in place.
 func (r *sotwResponse) GetReturnedResources() map[string]string {
-	return maps.Clone(r.td.returned)
+	return maps.Clone(r.returned)
 }
 
 // deltaResponse is a delta response whose resources are shared with every

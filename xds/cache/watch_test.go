@@ -12,6 +12,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/gatehouse-proxy/gatehouse/xds/cache"
 	"github.com/gatehouse-proxy/gatehouse/xds/cache/cachetest"
 )
@@ -166,16 +167,29 @@ func TestSotwFanOut(t *testing.T) {
 	}
 }
 
-// Over ADS a SotW request must name every resource of its type; one that
-// names fewer is not answered (go-control-plane's rule).
-func TestSotwPartialNamesNotAnswered(t *testing.T) {
+// A SotW request naming some resources of a type is answered with exactly
+// those (grpc-go asks for listeners one dial target at a time); one naming
+// only resources that do not exist waits.
+func TestSotwNamedSubsetAnswered(t *testing.T) {
 	c := cache.New(nil)
 	if err := c.SetResources(context.Background(), node, cachetest.Set(certs(t, 6), "10.0.0.1:1")); err != nil {
 		t.Fatal(err)
 	}
 	ch, _ := sotwWatch(t, c, resource.SecretType, cachetest.CertSecret)
+	resp, err := receive(t, ch).GetDiscoveryResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetResources()) != 1 {
+		t.Fatalf("answered %d secrets, want only the one named", len(resp.GetResources()))
+	}
+	var sec tlsv3.Secret
+	if err := resp.GetResources()[0].UnmarshalTo(&sec); err != nil || sec.GetName() != cachetest.CertSecret {
+		t.Fatalf("answered %q (%v), want %q", sec.GetName(), err, cachetest.CertSecret)
+	}
+	ch, _ = sotwWatch(t, c, resource.SecretType, "no-such-secret")
 	if len(ch) != 0 {
-		t.Fatal("a request naming one of two secrets was answered")
+		t.Fatal("a request naming only a missing secret was answered")
 	}
 }
 
