@@ -83,6 +83,9 @@ func (s *Server) allow(req *authv3.CheckRequest, id *identity.Identity, d *polic
 	}
 	remove := map[string]bool{}
 	for name := range req.GetAttributes().GetRequest().GetHttp().GetHeaders() {
+		// Envoy sends names in lower case; a caller reaching the authz port
+		// directly may not, and header names are case-insensitive.
+		name = strings.ToLower(name)
 		if strings.HasPrefix(name, s.headers.Prefix) && set[name] == "" && !policySets(d, name) {
 			remove[name] = true
 		}

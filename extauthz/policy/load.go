@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -85,6 +86,34 @@ type policySet struct {
 // withTests, and anything hidden, which covers editor swap files and the
 // "..data" links of Kubernetes ConfigMap mounts), plus the root data file.
 // It returns every parse error it finds, not just the first.
+// Bounds on what one policy directory may hold. A policy set is code an
+// operator wrote; anything near these sizes is a mistake (a data dump, a
+// log file renamed .rego), and reading it whole would cost every replica
+// memory and a long compile. Over a bound the reload fails and the last
+// good revision keeps serving.
+const (
+	MaxPolicyFileBytes = 4 << 20
+	MaxPolicyBytes     = 32 << 20
+	MaxPolicyFiles     = 10000
+)
+
+// readBounded reads path, failing if it holds more than limit bytes.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, &Error{File: path, Message: fmt.Sprintf("larger than %d bytes", limit)}
+	}
+	return b, nil
+}
+
 func readDir(dir string, withTests bool, base map[string]any) (*policySet, []error) {
 	info, err := os.Stat(dir)
 	if err != nil {
@@ -100,6 +129,7 @@ func readDir(dir string, withTests bool, base map[string]any) (*policySet, []err
 	}
 	var files []file
 	var errs []error
+	total := 0
 	walkErr := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
@@ -134,10 +164,18 @@ func readDir(dir string, withTests bool, base map[string]any) (*policySet, []err
 				return nil
 			}
 		}
-		b, err := os.ReadFile(path)
+		if len(files) >= MaxPolicyFiles {
+			errs = append(errs, fmt.Errorf("%s: more than %d policy files", dir, MaxPolicyFiles))
+			return filepath.SkipAll
+		}
+		b, err := readBounded(path, MaxPolicyFileBytes)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+			errs = append(errs, err)
 			return nil
+		}
+		if total += len(b); total > MaxPolicyBytes {
+			errs = append(errs, fmt.Errorf("%s: policy files exceed %d bytes in all", dir, MaxPolicyBytes))
+			return filepath.SkipAll
 		}
 		files = append(files, file{rel: filepath.ToSlash(rel), content: b})
 		return nil
