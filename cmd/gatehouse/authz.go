@@ -27,6 +27,7 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/internal/admin"
 	"github.com/gatehouse-proxy/gatehouse/internal/config"
 	"github.com/gatehouse-proxy/gatehouse/internal/logging"
+	"github.com/gatehouse-proxy/gatehouse/internal/store"
 	"github.com/gatehouse-proxy/gatehouse/internal/watch"
 )
 
@@ -104,7 +105,7 @@ func buildAuthz(p *process) (*extauthz.Server, error) {
 		extauthz.WithMetrics(extauthz.NewMetrics(reg)),
 	}
 	if len(a.OIDC.Providers) > 0 {
-		flow, err := buildOIDC(a.OIDC, log)
+		flow, err := buildOIDC(a.OIDC, log, reg, p.store, cfg.Store.Backend)
 		if err != nil {
 			return nil, err
 		}
@@ -161,8 +162,18 @@ func buildAssertions(ctx context.Context, g *errgroup.Group, cfg *config.Config,
 		return nil, nil, fmt.Errorf("authz.assertion: %w", err)
 	}
 	g.Go(func() error { <-ctx.Done(); return v.Close() })
-	keys, err := assertion.OpenKeySet(filepath.Join(stateDir, "assertion"),
-		assertion.WithRotation(as.Rotation), assertion.WithRetention(as.TTL+as.ClockSkew), assertion.WithKeyLogger(log),
+	// Replicas share one read-only key directory when keys_dir is set, so
+	// an assertion minted by any of them verifies at every sidecar route;
+	// otherwise this process owns its keys in the state directory.
+	keyDir := filepath.Join(stateDir, "assertion")
+	keyOpts := []assertion.KeyOption{
+		assertion.WithRotation(as.Rotation), assertion.WithRetention(as.TTL + as.ClockSkew), assertion.WithKeyLogger(log),
+	}
+	if as.KeysDir != "" {
+		keyDir = as.KeysDir
+		keyOpts = append(keyOpts, assertion.WithSharedDir())
+	}
+	keys, err := assertion.OpenKeySet(keyDir, append(keyOpts,
 		assertion.WithOnChange(func() {
 			// A new current key must verify here at once, not after the
 			// unknown-kid refetch limit.
@@ -171,7 +182,7 @@ func buildAssertions(ctx context.Context, g *errgroup.Group, cfg *config.Config,
 					log.Warn("assertion JWKS refresh after key change failed", "err", err)
 				}
 			}()
-		}))
+		}))...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("authz.assertion: %w", err)
 	}
@@ -181,7 +192,7 @@ func buildAssertions(ctx context.Context, g *errgroup.Group, cfg *config.Config,
 	if err != nil {
 		return nil, nil, fmt.Errorf("authz.assertion: %w", err)
 	}
-	log.Info("assertions enabled", "issuer", as.Issuer, "jwks_uri", jwksURI, "kid", keys.CurrentKeyID())
+	log.Info("assertions enabled", "issuer", as.Issuer, "jwks_uri", jwksURI, "kid", keys.CurrentKeyID(), "shared_keys_dir", as.KeysDir != "")
 	return m, v, nil
 }
 
@@ -201,10 +212,14 @@ func loopbackAddr(addr net.Addr) string {
 	return net.JoinHostPort(host, port)
 }
 
-// buildOIDC turns authz.oidc into a login flow. Without cookie key files a
-// random key is made for this process, which is fine for one replica that
-// may forget sessions on restart, and said loudly.
-func buildOIDC(o config.OIDC, log *slog.Logger) (*oidc.Flow, error) {
+// buildOIDC turns authz.oidc into a login flow whose logouts and refreshes
+// go through st, the process's shared store: with Redis, a back-channel
+// logout received by one replica is enforced by all, and a session is
+// refreshed once for the fleet. Without cookie key files a random key is
+// made for this process, which is fine for one replica that may forget
+// sessions on restart, and said loudly; with the Redis backend it is
+// refused, since no other replica could open this one's cookies.
+func buildOIDC(o config.OIDC, log *slog.Logger, reg prometheus.Registerer, st store.Store, backend string) (*oidc.Flow, error) {
 	cfg := oidc.Config{
 		CallbackPath: o.CallbackPath, LogoutPath: o.LogoutPath, BackChannelLogoutPath: o.BackChannelLogoutPath,
 		PostLogoutPath: o.PostLogoutPath, CookiePrefix: o.CookiePrefix, SessionTTL: o.SessionTTL, LoginTTL: o.LoginTTL,
@@ -220,6 +235,10 @@ func buildOIDC(o config.OIDC, log *slog.Logger) (*oidc.Flow, error) {
 			return nil, fmt.Errorf("authz.oidc.cookie_key_files[%d]: %s: %w", i, f, err)
 		}
 		cfg.CookieKeys = append(cfg.CookieKeys, key)
+	}
+	if len(cfg.CookieKeys) == 0 && backend == store.BackendRedis {
+		return nil, errors.New("authz.oidc.cookie_key_files is empty but store.backend is redis: " +
+			"a random per-process cookie key cannot work across replicas; give every replica the same key files")
 	}
 	if len(cfg.CookieKeys) == 0 {
 		key := make([]byte, oidc.KeySize)
@@ -237,7 +256,15 @@ func buildOIDC(o config.OIDC, log *slog.Logger) (*oidc.Flow, error) {
 			PostLogoutRedirectURL: p.PostLogoutRedirectURL,
 		})
 	}
-	flow, err := oidc.New(cfg, oidc.WithLogger(log))
+	opts := []oidc.Option{oidc.WithLogger(log), oidc.WithRegisterer(reg)}
+	if st != nil {
+		opts = append(opts, oidc.WithRevocationStore(st))
+		if backend == store.BackendRedis {
+			// With one replica the in-process singleflight is all it takes.
+			opts = append(opts, oidc.WithSharedRefresh(st))
+		}
+	}
+	flow, err := oidc.New(cfg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("authz.oidc: %w", err)
 	}

@@ -53,10 +53,15 @@ type KeySet struct {
 	retention  time.Duration
 	log        *slog.Logger
 	onChange   func()
+	// shared: the directory belongs to the operator and every replica
+	// reads it; this process never writes, generates or rotates.
+	shared bool
 
-	mu   sync.RWMutex
-	keys []*signingKey // by ActiveFrom, oldest first
-	jwks []byte
+	mu       sync.RWMutex
+	keys     []*signingKey // by ActiveFrom, oldest first
+	jwks     []byte
+	fileSum  [32]byte  // of the keys file last loaded (shared mode)
+	warnedAt time.Time // last "rotation overdue" warning (shared mode)
 }
 
 type signingKey struct {
@@ -87,12 +92,33 @@ func WithKeyLogger(l *slog.Logger) KeyOption { return func(k *KeySet) { k.log = 
 // changed, e.g. to refresh an in-process verifier at once.
 func WithOnChange(fn func()) KeyOption { return func(k *KeySet) { k.onChange = fn } }
 
+// WithSharedDir makes the key directory read-only and shared by every
+// replica (for example a mounted Kubernetes Secret): keys.json must exist
+// and hold a current key; it is re-read by Run when it changes, and no key
+// is ever generated, rotated or written here, so replicas cannot diverge.
+// The operator rotates by replacing the file, adding the successor with an
+// active_from at least the JWKS refresh time ahead (5 minutes) so every
+// verifier knows it before it signs. Superseded keys are dropped from the
+// JWKS by their retire_at, or once a retention period has passed since
+// their successor took over.
+func WithSharedDir() KeyOption { return func(k *KeySet) { k.shared = true } }
+
 // OpenKeySet loads the keys stored in dir (created 0700 if missing), or
-// creates the first one, and brings the set up to date (Maintain).
+// creates the first one, and brings the set up to date (Maintain). With
+// WithSharedDir it only loads.
 func OpenKeySet(dir string, opts ...KeyOption) (*KeySet, error) {
 	k := &KeySet{dir: dir, now: time.Now, rotation: DefaultRotation, prepublish: DefaultPrepublish, log: slog.Default()}
 	for _, o := range opts {
 		o(k)
+	}
+	if k.shared {
+		if k.retention <= 0 {
+			return nil, errors.New("assertion keys: retention must be positive (token lifetime plus clock skew)")
+		}
+		if _, err := k.reloadShared(); err != nil {
+			return nil, err
+		}
+		return k, nil
 	}
 	switch {
 	case k.rotation < MinRotation:
@@ -133,6 +159,13 @@ func checkPrivate(path string, want fs.FileMode) error {
 // current key is due (published Prepublish ahead), activates it when its
 // time comes, and persists any change. It reports whether the set changed.
 func (k *KeySet) Maintain() (bool, error) {
+	if k.shared {
+		changed, err := k.reloadShared()
+		if changed && k.onChange != nil {
+			k.onChange()
+		}
+		return changed, err
+	}
 	k.mu.Lock()
 	changed, err := k.maintainLocked(k.now())
 	k.mu.Unlock()
@@ -193,6 +226,9 @@ func (k *KeySet) maintainLocked(now time.Time) (bool, error) {
 // the retention period. Use it when a key may be compromised only together
 // with removing that key: rotation keeps it published for the overlap.
 func (k *KeySet) Rotate() error {
+	if k.shared {
+		return errors.New("assertion keys: the key directory is shared and read-only; rotate by replacing its keys.json")
+	}
 	k.mu.Lock()
 	now := k.now()
 	// A pending successor is replaced: it would otherwise take over later.
@@ -225,9 +261,12 @@ func (k *KeySet) addLocked(activeFrom time.Time) error {
 }
 
 // currentLocked is the key that signs at now: the latest already active.
-func (k *KeySet) currentLocked(now time.Time) *signingKey {
+func (k *KeySet) currentLocked(now time.Time) *signingKey { return pickCurrent(k.keys, now) }
+
+// pickCurrent is the latest key of keys (sorted) already active at now.
+func pickCurrent(keys []*signingKey, now time.Time) *signingKey {
 	var cur *signingKey
-	for _, s := range k.keys {
+	for _, s := range keys {
 		if !s.activeFrom.After(now) {
 			cur = s
 		}
@@ -362,27 +401,99 @@ func (k *KeySet) load() error {
 	if err := checkPrivate(path, 0o600); err != nil {
 		return err
 	}
+	keys, err := parseKeys(path, raw)
+	if err != nil {
+		return err
+	}
+	k.keys = keys
+	k.jwks = k.buildJWKS()
+	return nil
+}
+
+// reloadShared (re)reads keys.json of a shared directory when its content
+// changed, keeps the keys not yet retired, and reports whether the
+// published set changed. A file that does not parse, or has no key
+// signing now, is refused and the keys held stay in use.
+func (k *KeySet) reloadShared() (bool, error) {
+	path := filepath.Join(k.dir, keysFile)
+	raw, err := os.ReadFile(path) // follows the Secret's ..data symlink
+	if err != nil {
+		return false, fmt.Errorf("assertion keys: shared key directory: %w", err)
+	}
+	// Group-readable is allowed: Kubernetes mounts Secrets for an fsGroup.
+	if err := checkPrivate(path, 0o640); err != nil {
+		return false, err
+	}
+	sum := sha256.Sum256(raw)
+	now := k.now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if sum != k.fileSum || k.keys == nil {
+		keys, err := parseKeys(path, raw)
+		if err != nil {
+			return false, err
+		}
+		if pickCurrent(keys, now) == nil {
+			return false, fmt.Errorf("assertion keys: %s: no key is active now (every active_from is in the future)", path)
+		}
+		k.keys, k.fileSum = keys, sum
+		k.jwks = k.buildJWKS()
+		k.log.Info("assertion keys loaded from the shared directory", "dir", k.dir, "kids", len(keys), "current", pickCurrent(keys, now).id)
+		k.pruneSharedLocked(now)
+		return true, nil
+	}
+	return k.pruneSharedLocked(now), nil
+}
+
+// pruneSharedLocked drops superseded keys past their retention from the
+// published set (in memory only: the file is the operator's) and warns,
+// hourly, when the current key has signed for longer than the rotation.
+func (k *KeySet) pruneSharedLocked(now time.Time) bool {
+	kept := slices.DeleteFunc(slices.Clone(k.keys), func(s *signingKey) bool {
+		if !s.retireAt.IsZero() && !now.Before(s.retireAt) {
+			return true
+		}
+		i := slices.Index(k.keys, s)
+		return i+1 < len(k.keys) && !now.Before(k.keys[i+1].activeFrom.Add(k.retention))
+	})
+	if cur := pickCurrent(kept, now); cur != nil && !now.Before(cur.activeFrom.Add(k.rotation)) &&
+		now.Sub(k.warnedAt) >= time.Hour && kept[len(kept)-1] == cur {
+		k.warnedAt = now
+		k.log.Warn("assertion key rotation is overdue: the shared keys.json has no successor key; add one with a future active_from",
+			"kid", cur.id, "active_from", cur.activeFrom.UTC().Format(time.RFC3339))
+	}
+	if len(kept) == len(k.keys) {
+		return false
+	}
+	k.keys = kept
+	k.jwks = k.buildJWKS()
+	return true
+}
+
+// parseKeys decodes a keys file, oldest active_from first. The kid is
+// always the key's thumbprint, whatever the file says.
+func parseKeys(path string, raw []byte) ([]*signingKey, error) {
 	var st storedKeys
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return fmt.Errorf("assertion keys: %s: %w", path, err)
+		return nil, fmt.Errorf("assertion keys: %s: %w", path, err)
 	}
 	if st.Version != keyFileVersion {
-		return fmt.Errorf("assertion keys: %s: unsupported version %d", path, st.Version)
+		return nil, fmt.Errorf("assertion keys: %s: unsupported version %d", path, st.Version)
 	}
+	var keys []*signingKey
 	for i, s := range st.Keys {
 		parsed, err := x509.ParsePKCS8PrivateKey(s.PKCS8)
 		if err != nil {
-			return fmt.Errorf("assertion keys: %s: key %d: %w", path, i, err)
+			return nil, fmt.Errorf("assertion keys: %s: key %d: %w", path, i, err)
 		}
 		priv, ok := parsed.(*ecdsa.PrivateKey)
 		if !ok || priv.Curve != elliptic.P256() {
-			return fmt.Errorf("assertion keys: %s: key %d is not a P-256 key", path, i)
+			return nil, fmt.Errorf("assertion keys: %s: key %d is not a P-256 key", path, i)
 		}
-		k.keys = append(k.keys, &signingKey{id: thumbprint(&priv.PublicKey), priv: priv, activeFrom: s.ActiveFrom, retireAt: s.RetireAt})
+		keys = append(keys, &signingKey{id: thumbprint(&priv.PublicKey), priv: priv, activeFrom: s.ActiveFrom, retireAt: s.RetireAt})
 	}
-	slices.SortStableFunc(k.keys, func(a, b *signingKey) int { return a.activeFrom.Compare(b.activeFrom) })
-	k.jwks = k.buildJWKS()
-	return nil
+	slices.SortStableFunc(keys, func(a, b *signingKey) int { return a.activeFrom.Compare(b.activeFrom) })
+	return keys, nil
 }
 
 // saveLocked writes the keys file atomically (temp file, fsync, rename), 0600.

@@ -12,8 +12,11 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/store"
 )
 
 // Request is what the login flow needs of one ext_authz Check.
@@ -59,6 +62,14 @@ type Flow struct {
 	usedJTIs   *ttlCache[struct{}]
 	refreshed  *ttlCache[refreshResult]
 	flights    singleflight.Group
+
+	// once, when set, runs each refresh once across the replicas sharing
+	// it; results travel sealed with the cookie keys (shared).
+	once   OnceRunner
+	shared *store.Sealer
+
+	reg      prometheus.Registerer
+	refreshN *prometheus.CounterVec // nil without WithRegisterer
 }
 
 // Option configures a Flow.
@@ -79,6 +90,26 @@ func WithHTTPClient(c *http.Client) Option { return func(f *Flow) { f.http = c }
 // WithRevocationStore shares logouts with other replicas (default: a
 // MemoryRevocations of 100000 entries).
 func WithRevocationStore(s RevocationStore) Option { return func(f *Flow) { f.revoked = s } }
+
+// WithRegisterer registers the flow's metrics with reg (default: none):
+// gatehouse_oidc_refresh_grants_total counts refresh_token grants sent to
+// the IdPs, by provider and result, which is how one sees that a fleet
+// refreshes each session once.
+func WithRegisterer(reg prometheus.Registerer) Option { return func(f *Flow) { f.reg = reg } }
+
+// OnceRunner runs a function once per key across replicas and hands its
+// bytes to every caller; internal/store's Store implements it.
+type OnceRunner interface {
+	Once(ctx context.Context, key string, ttl time.Duration, fn func(context.Context) ([]byte, error)) ([]byte, error)
+}
+
+// WithSharedRefresh makes the refresh of one session happen once across
+// every replica sharing r (the Redis store), not once per replica: refresh
+// tokens are often single-use, so a second refresh of the same token at
+// the IdP can end the session. The new session travels through r sealed
+// with the cookie keys, which every replica must share. Without it (or
+// with r nil) refreshes are shared within this process only.
+func WithSharedRefresh(r OnceRunner) Option { return func(f *Flow) { f.once = r } }
 
 // Bounds of the in-memory sets.
 const (
@@ -118,6 +149,20 @@ func New(cfg Config, opts ...Option) (*Flow, error) {
 		return nil, err
 	}
 	f.seal = seal
+	if f.reg != nil {
+		f.refreshN = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gatehouse", Subsystem: "oidc", Name: "refresh_grants_total",
+			Help: "refresh_token grants sent to the IdP, by provider and result (ok, refused, error).",
+		}, []string{"provider", "result"})
+		if err := f.reg.Register(f.refreshN); err != nil {
+			return nil, fmt.Errorf("oidc metrics: %w", err)
+		}
+	}
+	if f.once != nil {
+		if f.shared, err = store.NewSealer(cfg.CookieKeys...); err != nil {
+			return nil, err
+		}
+	}
 	f.usedStates = newTTLCache[struct{}](maxUsedStates, f.now)
 	f.usedJTIs = newTTLCache[struct{}](maxUsedJTIs, f.now)
 	f.refreshed = newTTLCache[refreshResult](maxRefreshResults, f.now)

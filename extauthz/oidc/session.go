@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -251,7 +252,13 @@ func (f *Flow) refresh(ctx context.Context, p *provider, s *session) (*session, 
 		// the others.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
 		defer cancel()
-		ns, err := f.doRefresh(rctx, p, s)
+		refresh := f.doRefresh
+		if f.once != nil {
+			refresh = func(ctx context.Context, p *provider, s *session) (*session, error) {
+				return f.sharedRefresh(ctx, p, s, key)
+			}
+		}
+		ns, err := refresh(rctx, p, s)
 		r := refreshResult{s: ns, err: err}
 		ttl := refreshShare
 		if err != nil && !errors.Is(err, errSessionOver) {
@@ -269,6 +276,70 @@ func (f *Flow) refresh(ctx context.Context, p *provider, s *session) (*session, 
 	}
 }
 
+// refreshOutcome is what one replica's refresh tells the others: the new
+// session, or that the IdP refused (so nobody asks again with the same
+// refresh token). Transient failures are not shared: another replica may
+// well reach the IdP.
+type refreshOutcome struct {
+	Session *session `json:"s,omitempty"`
+	Over    string   `json:"over,omitempty"`
+}
+
+func refreshPurpose(key string) string { return "oidc-refresh/" + key }
+
+// sharedRefresh runs doRefresh once across the replicas sharing f.once,
+// keyed by session and generation. When the shared store cannot be used at
+// all (Redis down: fn never ran) this replica refreshes on its own, which
+// the in-process singleflight still makes once per replica: a refresh per
+// replica beats logging everybody out while Redis is away.
+func (f *Flow) sharedRefresh(ctx context.Context, p *provider, s *session, key string) (*session, error) {
+	purpose := refreshPurpose(key)
+	var ran atomic.Bool
+	sealed, err := f.once.Once(ctx, purpose, refreshTimeout, func(ctx context.Context) ([]byte, error) {
+		ran.Store(true)
+		ns, err := f.doRefresh(ctx, p, s)
+		var out refreshOutcome
+		switch {
+		case err == nil:
+			out.Session = ns
+		case errors.Is(err, errSessionOver):
+			out.Over = err.Error()
+		default:
+			return nil, err
+		}
+		pt, err := json.Marshal(&out)
+		if err != nil {
+			return nil, fmt.Errorf("refresh: %w", err)
+		}
+		return f.shared.Seal(purpose, pt), nil
+	})
+	if err != nil {
+		if !ran.Load() && ctx.Err() == nil {
+			f.log.WarnContext(ctx, "oidc shared refresh unavailable; refreshing on this replica only",
+				"provider", p.cfg.Name, "err", err)
+			return f.doRefresh(ctx, p, s)
+		}
+		return nil, err
+	}
+	pt, err := f.shared.Open(purpose, sealed)
+	if err != nil {
+		// Another replica with other cookie keys, or a corrupted value:
+		// not a verdict on the session.
+		return nil, fmt.Errorf("refresh: shared result: %w", err)
+	}
+	var out refreshOutcome
+	if err := json.Unmarshal(pt, &out); err != nil {
+		return nil, fmt.Errorf("refresh: shared result: %w", err)
+	}
+	switch {
+	case out.Over != "":
+		return nil, fmt.Errorf("%w (on another replica): %s", errSessionOver, truncate(out.Over, 200))
+	case out.Session == nil || out.Session.ID != s.ID || out.Session.Gen != s.Gen+1:
+		return nil, errors.New("refresh: shared result is not this session's")
+	}
+	return out.Session, nil
+}
+
 func (f *Flow) doRefresh(ctx context.Context, p *provider, s *session) (*session, error) {
 	d, err := p.discover(ctx)
 	if err != nil {
@@ -278,10 +349,13 @@ func (f *Flow) doRefresh(ctx context.Context, p *provider, s *session) (*session
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
+			f.countRefresh(p, "refused")
 			return nil, fmt.Errorf("%w: refresh refused: %s", errSessionOver, truncate(re.ErrorCode, 64))
 		}
+		f.countRefresh(p, "error")
 		return nil, fmt.Errorf("refresh: %w", err)
 	}
+	f.countRefresh(p, "ok")
 	ns := *s
 	ns.Gen++
 	if tok.RefreshToken != "" {
@@ -307,4 +381,10 @@ func (f *Flow) doRefresh(ctx context.Context, p *provider, s *session) (*session
 	}
 	ns.Expiry = exp.UnixMilli()
 	return &ns, nil
+}
+
+func (f *Flow) countRefresh(p *provider, result string) {
+	if f.refreshN != nil {
+		f.refreshN.WithLabelValues(p.cfg.Name, result).Inc()
+	}
 }

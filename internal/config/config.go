@@ -109,6 +109,12 @@ type Assertion struct {
 	// listener's /.well-known/gatehouse/jwks.json over loopback; https, or
 	// http only to a loopback host.
 	JWKSURI string `yaml:"jwks_uri"`
+	// KeysDir, when set, is a read-only directory shared by every replica
+	// (a mounted Kubernetes Secret) holding keys.json: keys are loaded from
+	// there and re-read when it changes, never generated or rotated by
+	// Gatehouse; the operator rotates by replacing the file. Empty (the
+	// default): <state-dir>/assertion, generated and rotated by this process.
+	KeysDir string `yaml:"keys_dir"`
 	// Chains let an assertion minted for From be presented by From's own
 	// SPIFFE identity at To (orders → inventory).
 	Chains []AssertionChain `yaml:"chains"`
