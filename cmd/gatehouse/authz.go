@@ -340,8 +340,8 @@ func buildVerifier(ctx context.Context, g *errgroup.Group, jc config.JWT, log *s
 }
 
 // startWatch runs onChange in g whenever a file under paths changes.
-func startWatch(g *errgroup.Group, ctx context.Context, log *slog.Logger, paths []string, onChange func(context.Context)) error {
-	w, err := watch.New(paths, watch.WithLogger(log))
+func startWatch(g *errgroup.Group, ctx context.Context, log *slog.Logger, paths []string, onChange func(context.Context), opts ...watch.Option) error {
+	w, err := watch.New(paths, append([]watch.Option{watch.WithLogger(log)}, opts...)...)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,7 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/internal/admin"
 	"github.com/gatehouse-proxy/gatehouse/internal/config"
 	"github.com/gatehouse-proxy/gatehouse/internal/store"
+	"github.com/gatehouse-proxy/gatehouse/internal/watch"
 	"github.com/gatehouse-proxy/gatehouse/xds/bootstrap"
 	"github.com/gatehouse-proxy/gatehouse/xds/cache"
 	"github.com/gatehouse-proxy/gatehouse/xds/fleet"
@@ -115,7 +117,7 @@ func buildXDS(p *process) (*xdsserver.Server, error) {
 	}
 	if err := startWatch(g, ctx, log, []string{cfgPath}, func(ctx context.Context) {
 		_ = rec.LoadFile(ctx, cfgPath) // errors are logged and kept in Status
-	}); err != nil {
+	}, watch.WithDebounce(configDebounce)); err != nil {
 		return nil, err
 	}
 	// `gatehouse ca rotate` rewrites the CA directory: load the new CA, push
@@ -256,6 +258,11 @@ func peerIsNode(rec *reconcile.Reconciler) xdsserver.NodeAuthorizer {
 		return fmt.Errorf("client certificate is not %s", want)
 	}
 }
+
+// configDebounce is shorter than the watcher's default: a config edit is
+// one file, and a half-written one fails validation and is retried on the
+// next event anyway, so waiting longer only delays every proxy's update.
+const configDebounce = 40 * time.Millisecond
 
 // certExpiry exports when each held certificate, and the CA, expires, read
 // at scrape time so it is never stale.
