@@ -199,6 +199,8 @@ type discovered struct {
 	verifier   *oidc.IDTokenVerifier
 	oauth      *oauth2.Config
 	endSession string
+	// issParam: the IdP sends iss in authorization responses (RFC 9207).
+	issParam bool
 }
 
 // discoveryBackoff spaces discovery attempts against an unreachable IdP.
@@ -224,6 +226,7 @@ func (p *provider) discover(ctx context.Context) (*discovered, error) {
 	}
 	var meta struct {
 		EndSession string `json:"end_session_endpoint"`
+		IssParam   bool   `json:"authorization_response_iss_parameter_supported"`
 	}
 	_ = op.Claims(&meta) // optional metadata
 	ep := op.Endpoint()
@@ -233,6 +236,7 @@ func (p *provider) discover(ctx context.Context) (*discovered, error) {
 	d := &discovered{
 		verifier:   op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: f.now}),
 		endSession: meta.EndSession,
+		issParam:   meta.IssParam,
 		oauth: &oauth2.Config{
 			ClientID: p.cfg.ClientID, ClientSecret: p.secret, Endpoint: ep,
 			RedirectURL: p.redirectURI, Scopes: slices.Clone(p.cfg.Scopes),

@@ -150,6 +150,13 @@ func (f *Flow) callback(ctx context.Context, r *Request, query string) *Response
 	if !f.usedStates.add(name, struct{}{}, f.cfg.LoginTTL+f.cfg.ClockSkew) {
 		return fail(http.StatusBadRequest, "state replayed", nil)
 	}
+	// RFC 9207: an authorization response naming another issuer is a
+	// mix-up (the browser was sent to another IdP than this login's);
+	// refuse it before the code goes anywhere. Compared byte for byte with
+	// the configured issuer, which discovery proved is the IdP's.
+	if iss, ok := q["iss"]; ok && (len(iss) != 1 || iss[0] != p.cfg.Issuer) {
+		return fail(http.StatusBadRequest, "iss is not this login's issuer", nil)
+	}
 	if e := q.Get("error"); e != "" {
 		return fail(http.StatusForbidden, "IdP returned error "+truncate(e, 64), nil)
 	}
@@ -160,6 +167,10 @@ func (f *Flow) callback(ctx context.Context, r *Request, query string) *Response
 	d, err := p.discover(ctx)
 	if err != nil {
 		return fail(http.StatusServiceUnavailable, "discovery", err)
+	}
+	if d.issParam && !q.Has("iss") {
+		// RFC 9207 §2.4: an IdP that says it sends iss must send it.
+		return fail(http.StatusBadRequest, "iss missing from the authorization response", nil)
 	}
 	tok, err := d.oauth.Exchange(f.oauthContext(ctx), code, oauth2.VerifierOption(ls.Verifier))
 	if err != nil {
