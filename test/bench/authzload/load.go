@@ -42,7 +42,11 @@ func NewFixture(req *authv3.CheckRequest, allow bool) (Fixture, error) {
 
 // Load is one measurement.
 type Load struct {
-	Addr        string
+	Addr string
+	// Addrs, when set, replaces Addr: the connections are spread over these
+	// addresses round-robin (as Envoy's cluster spreads its connections over
+	// the replicas behind one name), so there are at least len(Addrs).
+	Addrs       []string
 	Concurrency int
 	Duration    time.Duration
 	// Warmup runs before measuring and is not counted.
@@ -102,15 +106,21 @@ func Run(ctx context.Context, l Load) (Result, error) {
 	if l.Conns < 1 {
 		l.Conns = 1
 	}
+	addrs := l.Addrs
+	if len(addrs) == 0 {
+		addrs = []string{l.Addr}
+	}
+	l.Conns = max(l.Conns, len(addrs))
 	if l.Timeout == 0 {
 		l.Timeout = 2 * time.Second
 	}
 	conns := make([]*grpc.ClientConn, l.Conns)
 	for i := range conns {
-		cc, err := grpc.NewClient(l.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		addr := addrs[i%len(addrs)]
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))
 		if err != nil {
-			return Result{}, fmt.Errorf("authzload: dial %s: %w", l.Addr, err)
+			return Result{}, fmt.Errorf("authzload: dial %s: %w", addr, err)
 		}
 		defer cc.Close()
 		conns[i] = cc

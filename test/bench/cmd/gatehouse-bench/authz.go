@@ -78,8 +78,13 @@ type authzCase struct {
 	Server string `json:"server"` // noop, gatehouse, opa-envoy-plugin
 	Desc   string `json:"desc"`
 	// start runs the server in dir and returns it with its gRPC address.
-	start    func(ctx context.Context, dir string) (*proc.Process, string, error)
+	start func(ctx context.Context, dir string) (*proc.Process, string, error)
+	// startN, when set instead of start, runs several processes (replicas)
+	// the load generator spreads its connections over.
+	startN   func(ctx context.Context, dir string) ([]*proc.Process, []string, error)
 	fixtures []authzload.Fixture
+	// Replicas is the number of server processes (1 unless startN).
+	Replicas int `json:"replicas,omitempty"`
 	policy   int // bytes of policy source
 }
 
@@ -89,6 +94,10 @@ type authzEnv struct {
 	issuer   *authzload.Issuer
 	distinct int
 	log      *slog.Logger
+	// session is shared by the session-cookie cases; nil with sessionSkip
+	// saying why they cannot run.
+	session     *sessionEnv
+	sessionSkip string
 }
 
 // cases builds every case that can run here; skipped ones are returned
@@ -143,8 +152,18 @@ func (e *authzEnv) cases() ([]*authzCase, map[string]string, error) {
 		{Name: "gatehouse-jwt", Server: "gatehouse", Desc: "RS256 JWT + Rego RBAC, same token", fixtures: jwtFix, policy: len(gatehouseRBAC), start: e.startGatehouse(gatehouseRBAC, 0)},
 		{Name: "gatehouse-jwt-distinct", Server: "gatehouse", Desc: fmt.Sprintf("RS256 JWT + Rego, %d distinct tokens, cache_size 1", e.distinct), fixtures: distinctFix, policy: len(gatehouseRBAC), start: e.startGatehouse(gatehouseRBAC, 1)},
 	}
-	if reason := oidcSkipReason(e.bins.repo); reason != "" {
-		skipped["gatehouse-oidc-session"] = reason
+	sessionCases := []string{"gatehouse-session-memory", "gatehouse-session-redis", "gatehouse-session-redis-2x"}
+	if e.session == nil {
+		for _, n := range sessionCases {
+			skipped[n] = e.sessionSkip
+		}
+	} else {
+		fix := e.session.fixtures()
+		cs = append(cs,
+			&authzCase{Name: sessionCases[0], Server: "gatehouse", Desc: "OIDC session cookie (real Dex login) + Rego, store memory", fixtures: fix, policy: len(sessionPolicy), startN: e.startSession(e.session, "memory", 1), Replicas: 1},
+			&authzCase{Name: sessionCases[1], Server: "gatehouse", Desc: "OIDC session cookie + Rego, store redis", fixtures: fix, policy: len(sessionPolicy), startN: e.startSession(e.session, "redis", 1), Replicas: 1},
+			&authzCase{Name: sessionCases[2], Server: "gatehouse", Desc: "OIDC session cookie + Rego, store redis, 2 replicas (connections round-robin; same server CPUs)", fixtures: fix, policy: len(sessionPolicy), startN: e.startSession(e.session, "redis", 2), Replicas: 2},
+		)
 	}
 	if e.bins.opa == "" {
 		for _, n := range []string{"opa-rego", "opa-jwt", "opa-jwt-distinct"} {
@@ -158,19 +177,6 @@ func (e *authzEnv) cases() ([]*authzCase, map[string]string, error) {
 		)
 	}
 	return cs, skipped, nil
-}
-
-// oidcSkipReason says why the OIDC session case cannot run, or "" if the
-// config schema has an OIDC section (the case still needs writing then).
-func oidcSkipReason(repo string) string {
-	src, err := os.ReadFile(filepath.Join(repo, "internal", "config", "config.go"))
-	if err != nil {
-		return "cannot read internal/config: " + err.Error()
-	}
-	if !regexp.MustCompile(`(?i)yaml:"(oidc|login|session)`).Match(src) {
-		return "OIDC login has not landed in the binary: extauthz/oidc exists but internal/config has no oidc/session option, so `gatehouse authz` cannot be configured for session cookies"
-	}
-	return "OIDC login config exists now, but this harness has no session-cookie case yet (add one: mint a sealed session cookie with extauthz/oidc)"
 }
 
 func (e *authzEnv) startNoop(ctx context.Context, _ string) (*proc.Process, string, error) {
@@ -321,26 +327,44 @@ func (e *authzEnv) runAuthz(ctx context.Context, cs []*authzCase, concs []int, r
 			if err != nil {
 				return nil, err
 			}
-			p, addr, err := c.start(ctx, dir)
+			procs, addrs, err := c.run(ctx, dir)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", c.Name, err)
+			}
+			stopAll := func() {
+				for _, p := range procs {
+					p.Stop()
+				}
+			}
+			// CPU is summed over the processes; peak RSS too (the fleet's memory).
+			readStats := func() proc.Stats {
+				var sum proc.Stats
+				for _, p := range procs {
+					st, _ := proc.ReadStats(p.Pid())
+					sum.CPU += st.CPU
+					sum.PeakRSS += st.PeakRSS
+				}
+				return sum
 			}
 			for _, conc := range concs {
 				var before, after proc.Stats
 				res, err := authzload.Run(ctx, authzload.Load{
-					Addr: addr, Concurrency: conc, Duration: dur, Warmup: warm, Conns: min(conc, 2), Fixtures: c.fixtures,
+					Addrs: addrs, Concurrency: conc, Duration: dur, Warmup: warm, Conns: min(conc, 2), Fixtures: c.fixtures,
 					OnMeasure: func(start bool) {
-						st, _ := proc.ReadStats(p.Pid())
 						if start {
-							before = st
+							before = readStats()
 						} else {
-							after = st
+							after = readStats()
 						}
 					},
 				})
 				if err != nil {
-					p.Stop()
-					return nil, fmt.Errorf("%s c=%d: %w\n%s", c.Name, conc, err, p.Tail())
+					tails := ""
+					for _, p := range procs {
+						tails += p.Tail()
+					}
+					stopAll()
+					return nil, fmt.Errorf("%s c=%d: %w\n%s", c.Name, conc, err, tails)
 				}
 				s := authzSample{Case: c.Name, Concurrency: conc, Round: r + 1, RPS: res.RPS,
 					P50us: us(res.P50), P99us: us(res.P99), PeakRSS: after.PeakRSS, Requests: res.Requests,
@@ -351,11 +375,23 @@ func (e *authzEnv) runAuthz(ctx context.Context, cs []*authzCase, concs []int, r
 				e.log.Info("authz", "case", c.Name, "c", conc, "round", r+1, "rps", int(s.RPS), "p99_us", int(s.P99us), "failures", s.Failures)
 				out = append(out, s)
 			}
-			p.Stop()
+			stopAll()
 			os.RemoveAll(dir)
 		}
 	}
 	return out, nil
+}
+
+// run starts the case's server process(es).
+func (c *authzCase) run(ctx context.Context, dir string) ([]*proc.Process, []string, error) {
+	if c.startN != nil {
+		return c.startN(ctx, dir)
+	}
+	p, addr, err := c.start(ctx, dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return []*proc.Process{p}, []string{addr}, nil
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

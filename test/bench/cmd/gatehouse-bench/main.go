@@ -7,6 +7,14 @@
 // alternating the servers over several rounds; every figure is reported as
 // a ratio to the no-op server measured in the same round.
 //
+// OIDC session cookies and replicas: it starts a real redis-server and a
+// real Dex (test/dex, internal/store/redistest), logs in once through Dex
+// to get a real sealed session cookie (cookie keys from a shared file),
+// and replays it at `gatehouse authz` with the memory store, with the
+// Redis store, and at two Redis-store replicas over which the load
+// generator spreads its connections round-robin, as Envoy's cluster does
+// (-skip-session skips them).
+//
 // xDS: it runs `gatehouse xds` on a generated 50-service mesh and a fleet
 // of simulated Envoys (SotW and delta) and times a config edit, an
 // endpoint change and a certificate rotation until the last stream has
@@ -55,6 +63,7 @@ type flags struct {
 	skipAuthz   bool
 	skipXDS     bool
 	skipOPA     bool
+	skipSession bool
 	noPin       bool
 	readmeTable string
 }
@@ -75,6 +84,7 @@ func main() {
 	fs.BoolVar(&f.skipAuthz, "skip-authz", false, "skip the ext_authz harness")
 	fs.BoolVar(&f.skipXDS, "skip-xds", false, "skip the xDS harness")
 	fs.BoolVar(&f.skipOPA, "skip-opa", false, "do not build or run opa-envoy-plugin")
+	fs.BoolVar(&f.skipSession, "skip-session", false, "skip the OIDC session-cookie and replica cases (they start Dex and redis-server)")
 	fs.BoolVar(&f.noPin, "no-pin", false, "do not pin the load generator and the server to separate CPUs")
 	_ = fs.Parse(os.Args[1:])
 	if f.quick {
@@ -239,6 +249,15 @@ func runAuthzHarness(ctx context.Context, f flags, bins binaries, work string, l
 				runtime.GOMAXPROCS(prev)
 			}()
 		}
+	}
+	if f.skipSession {
+		env.sessionSkip = "skipped by -skip-session"
+	} else if se, err := env.setupSession(ctx, work); err != nil {
+		log.Warn("the session-cookie cases cannot run", "err", err)
+		env.sessionSkip = "setup failed: " + firstLine(err.Error())
+	} else {
+		env.session = se
+		defer se.tb.close()
 	}
 	cs, skipped, err := env.cases()
 	if err != nil {

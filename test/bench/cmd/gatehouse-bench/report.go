@@ -142,8 +142,8 @@ func authzTargets(cs []*authzCase, samples []authzSample) []target {
 	} else {
 		worst, worstName, worstLimit := int64(0), "", int64(0)
 		for _, cs := range cs {
-			if cs.Server != "gatehouse" {
-				continue
+			if cs.Server != "gatehouse" || cs.Replicas > 1 {
+				continue // a replica case's RSS is the sum over its processes
 			}
 			for _, s := range pick(samples, cs.Name, c) {
 				if s.PeakRSS > worst {
@@ -170,6 +170,22 @@ func authzTargets(cs []*authzCase, samples []authzSample) []target {
 		info("opa-envoy-plugin Rego only: RPS vs no-op", "0.32x", ratios(samples, "opa-rego", "noop", c, rps)),
 		info("opa-envoy-plugin RS256 JWT: RPS vs no-op", "0.11x", ratios(samples, "opa-jwt", "noop", c, rps)),
 		info("opa-envoy-plugin RS256 JWT: p99 vs no-op", "5.8x", ratios(samples, "opa-jwt", "noop", c, p99)),
+	)
+	// Session cookies and replicas: side-by-side ratios (same round), no targets.
+	cmp := func(name, a, b string, f func(authzSample) float64) target {
+		t := target{Name: name, Want: "(compare)", Got: "not measured"}
+		if xs := ratios(samples, a, b, c, f); len(xs) > 0 {
+			s := stats3(xs)
+			t.Got = fmt.Sprintf("%.2fx (%.2f–%.2f)", s[0], s[1], s[2])
+		}
+		return t
+	}
+	ts = append(ts,
+		cmp("session cookie: RPS, redis store vs memory store", "gatehouse-session-redis", "gatehouse-session-memory", rps),
+		cmp("session cookie: p99, redis store vs memory store", "gatehouse-session-redis", "gatehouse-session-memory", p99),
+		cmp("session cookie (redis): RPS, 2 replicas vs 1", "gatehouse-session-redis-2x", "gatehouse-session-redis", rps),
+		cmp("session cookie (redis): p99, 2 replicas vs 1", "gatehouse-session-redis-2x", "gatehouse-session-redis", p99),
+		cmp("session cookie (memory) vs RS256 JWT same token: RPS", "gatehouse-session-memory", "gatehouse-jwt", rps),
 	)
 	return ts
 }
