@@ -3,6 +3,7 @@ package oidc
 import (
 	"context"
 	"fmt"
+	"github.com/gatehouse-proxy/gatehouse/internal/store"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -15,8 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
-
-	"github.com/gatehouse-proxy/gatehouse/internal/store"
 )
 
 // Request is what the login flow needs of one ext_authz Check.
@@ -88,7 +87,7 @@ func WithClock(now func() time.Time) Option { return func(f *Flow) { f.now = now
 func WithHTTPClient(c *http.Client) Option { return func(f *Flow) { f.http = c } }
 
 // WithRevocationStore shares logouts with other replicas (default: a
-// MemoryRevocations of 100000 entries).
+// store.LocalRevocations of 100000 entries).
 func WithRevocationStore(s RevocationStore) Option { return func(f *Flow) { f.revoked = s } }
 
 // WithRegisterer registers the flow's metrics with reg (default: none):
@@ -142,7 +141,7 @@ func New(cfg Config, opts ...Option) (*Flow, error) {
 		o(f)
 	}
 	if f.revoked == nil {
-		f.revoked = NewMemoryRevocations(0, f.now)
+		f.revoked = store.NewLocalRevocations(0, f.now)
 	}
 	seal, err := newSealer(cfg.CookieKeys)
 	if err != nil {

@@ -1,15 +1,43 @@
 package store
 
 import (
+	"context"
 	"sync"
 	"time"
 )
+
+// LocalRevocations is a revocation set in this process alone: the
+// revocation part of the memory store, for code that needs nothing else
+// (the OIDC flow's default when no store is given).
+type LocalRevocations struct{ c *revCache }
+
+// NewLocalRevocations returns a set of at most max entries (default
+// DefaultMaxRevocations when ≤ 0); now is its clock (time.Now when nil).
+func NewLocalRevocations(max int, now func() time.Time) *LocalRevocations {
+	if now == nil {
+		now = time.Now
+	}
+	return &LocalRevocations{c: newRevCache(max, now)}
+}
+
+// Revoke records that sessions under key authenticated at or before at are
+// over, until expires.
+func (l *LocalRevocations) Revoke(_ context.Context, key string, at, expires time.Time) error {
+	l.c.add(key, at, expires)
+	return nil
+}
+
+// Revoked reports whether a session under key that authenticated at
+// authTime has been revoked.
+func (l *LocalRevocations) Revoked(_ context.Context, key string, authTime time.Time) (bool, error) {
+	return l.c.revoked(key, authTime), nil
+}
 
 // revCache is the local revocation set every replica answers from: bounded
 // in size, entries forgotten after they expire. When full it forgets the
 // entry closest to expiry and, to stay fail-closed, raises a watermark:
 // every session that authenticated at or before that entry's time is then
-// revoked, whatever its key. (The same rules as oidc.MemoryRevocations.)
+// revoked, whatever its key.
 type revCache struct {
 	max int
 	now func() time.Time
