@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse/internal/store/redistest"
 	"github.com/gatehouse-proxy/gatehouse/test/dex"
+	"github.com/gatehouse-proxy/gatehouse/test/scriptedidp"
 	"github.com/gatehouse-proxy/gatehouse/test/testidp"
 )
 
@@ -37,13 +39,14 @@ const (
 	replicaDownGrace     = 3 * time.Second
 )
 
-// replicaPolicy allows any identified user on /app, nothing else.
+// replicaPolicy allows any identified user on /app (Dex users) and /corp
+// (users of the scripted IdP), nothing else.
 const replicaPolicy = `package envoy.authz
 
 default allow := false
 
 allow if {
-	input.parsed_path[0] == "app"
+	input.parsed_path[0] in {"app", "corp"}
 	input.identity.kind == "user"
 }
 `
@@ -69,6 +72,8 @@ func TestAuthzReplicas(t *testing.T) {
 	red := redistest.Start(t)
 	d := dex.Start(t, dex.Options{RedirectURIs: []string{replicaCallback}, IDTokenTTL: replicaIDTokenTTL})
 	idp := testidp.New(t)
+	// Dex never sends back-channel logout tokens; a scripted IdP on /corp does.
+	corp := scriptedidp.New(t, replicaCallback, "corp-app", "corp-secret")
 	dir := t.TempDir()
 	policyDir := filepath.Join(dir, "policies")
 	if err := os.Mkdir(policyDir, 0o700); err != nil {
@@ -110,9 +115,17 @@ authz:
         client_id: %s
         client_secret: %s
         external_url: https://%s
+        path_prefixes: [/app]
         scopes: [openid, email, profile, groups, offline_access]
+      - name: corp
+        issuer: %s
+        client_id: %s
+        client_secret: %s
+        external_url: https://%s
+        path_prefixes: [/corp]
+        scopes: [openid, email, groups]
 `, red.Addr(), replicaDownGrace, policyDir, idp.Issuer(), idp.JWKSURI(), keyFile, replicaRefreshBefore,
-		d.Issuer, client.ID, client.Secret, replicaHost))
+		d.Issuer, client.ID, client.Secret, replicaHost, corp.Issuer, corp.ClientID, corp.ClientSecret, replicaHost))
 
 	var fleet []*replica
 	for i := range 3 {
@@ -159,6 +172,50 @@ authz:
 		other.loginAcross(t, d, "alice", r1, r3)
 		if rep := other.check(t, r2, "GET", "/app/home"); !rep.allowed {
 			t.Errorf("another session after logout: status %d", rep.status)
+		}
+	})
+
+	t.Run("back-channel logout at one replica is enforced by all within 1s", func(t *testing.T) {
+		b := newReplicaBrowser()
+		rep := b.check(t, r1, "GET", "/corp/home")
+		if rep.status != http.StatusFound {
+			t.Fatalf("GET /corp/home at %s: status %d, want a redirect to log in", r1.name, rep.status)
+		}
+		noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := noFollow.Get(rep.location)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		back, err := resp.Location()
+		if err != nil {
+			t.Fatalf("IdP answered %d without a redirect", resp.StatusCode)
+		}
+		if cb := b.check(t, r2, "GET", back.RequestURI()); cb.status != http.StatusFound || cb.cookie("__Host-gatehouse-corp") == nil {
+			t.Fatalf("callback at %s: status %d, session cookie %v", r2.name, cb.status, cb.cookie("__Host-gatehouse-corp") != nil)
+		}
+		for _, r := range fleet {
+			if rep := b.check(t, r, "GET", "/corp/home"); !rep.allowed {
+				t.Fatalf("%s: status %d before the logout, want the session accepted", r.name, rep.status)
+			}
+		}
+		// The IdP posts a signed logout token to replica 2 only.
+		form := url.Values{"logout_token": {corp.LogoutToken(nil)}}
+		lr, err := http.PostForm("http://"+r2.admin+"/oauth2/backchannel-logout", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lr.Body.Close()
+		if lr.StatusCode != http.StatusOK {
+			t.Fatalf("back-channel logout at %s: status %d", r2.name, lr.StatusCode)
+		}
+		for _, r := range fleet {
+			within(t, time.Second, r.name+" denies the session logged out by back channel", func() error {
+				if rep := b.check(t, r, "GET", "/corp/home"); rep.allowed {
+					return fmt.Errorf("still allowed")
+				}
+				return nil
+			})
 		}
 	})
 
