@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -122,24 +121,12 @@ func startFanOut(b *testing.B, k int, delta bool, c *cachetest.Certs) *fanOut {
 	if err != nil {
 		b.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ctx, lis) }()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			b.Errorf("Serve: %v", err)
-		}
-	})
+	addr := serve(b, s)
 
 	// 50 streams per connection, under the server's limit of 100.
 	var conns []*grpc.ClientConn
 	for i := 0; i < k; i += 50 {
-		cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -29,6 +29,26 @@ type harness struct {
 	addr  string
 }
 
+// serve runs s on a loopback listener until the test ends and returns its
+// address; Serve must end cleanly when its context does.
+func serve(tb testing.TB, s *server.Server) string {
+	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(ctx, lis) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			tb.Errorf("Serve: %v", err)
+		}
+	})
+	return lis.Addr().String()
+}
+
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -38,20 +58,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ctx, lis) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return &harness{cache: c, srv: s, reg: reg, addr: lis.Addr().String()}
+	return &harness{cache: c, srv: s, reg: reg, addr: serve(t, s)}
 }
 
 type testWriter struct{ t *testing.T }
