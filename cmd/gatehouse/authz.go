@@ -68,7 +68,11 @@ func runAuthz(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 func buildAuthz(p *process) (*extauthz.Server, error) {
 	ctx, g, cfg, stateDir, adminAddr, log, reg, adm := p.ctx, p.g, p.cfg, p.stateDir, p.adminAddr, p.log, p.reg, p.adm
 	a := cfg.Authz
-	engine, err := policy.New(ctx, policy.WithDir(a.Policies.Dir), policy.WithQuery(a.Policies.Query), policy.WithLogger(log))
+	popts := []policy.Option{policy.WithDir(a.Policies.Dir), policy.WithQuery(a.Policies.Query), policy.WithLogger(log)}
+	if n := a.Policies.DecisionCache; n != nil {
+		popts = append(popts, policy.WithDecisionCache(*n))
+	}
+	engine, err := policy.New(ctx, popts...)
 	if engine == nil {
 		return nil, fmt.Errorf("authz.policies: %w", err)
 	}
@@ -83,7 +87,7 @@ func buildAuthz(p *process) (*extauthz.Server, error) {
 		return nil
 	})
 	adm.Handle("GET /debug/policy", admin.JSON(func() any { return engine.Status() }))
-	pm := newPolicyMetrics(reg)
+	pm := newPolicyMetrics(reg, engine)
 	pm.record(engine.Status(), err)
 	if err := startWatch(g, ctx, log, []string{a.Policies.Dir + string(os.PathSeparator)}, func(ctx context.Context) {
 		err := engine.Reload(ctx)
@@ -377,7 +381,7 @@ type policyMetrics struct {
 	revision *prometheus.GaugeVec
 }
 
-func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
+func newPolicyMetrics(reg prometheus.Registerer, engine *policy.Engine) *policyMetrics {
 	m := &policyMetrics{
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "gatehouse", Subsystem: "policy", Name: "reloads_total",
@@ -388,7 +392,20 @@ func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
 			Help: "The active policy revision (value 1 on the current revision label).",
 		}, []string{"revision"}),
 	}
-	reg.MustRegister(m.reloads, m.revision)
+	reg.MustRegister(m.reloads, m.revision,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "gatehouse", Subsystem: "policy", Name: "decision_cache_hits_total",
+			Help: "Decisions answered from the decision cache.",
+		}, func() float64 { return float64(engine.Status().DecisionCache.Hits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "gatehouse", Subsystem: "policy", Name: "decision_cache_misses_total",
+			Help: "Decisions evaluated while the decision cache was on.",
+		}, func() float64 { return float64(engine.Status().DecisionCache.Misses) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "gatehouse", Subsystem: "policy", Name: "decision_cache_entries",
+			Help: "Decisions held by the serving revision's cache (0 when it is off: see /debug/policy).",
+		}, func() float64 { return float64(engine.Status().DecisionCache.Entries) }),
+	)
 	return m
 }
 

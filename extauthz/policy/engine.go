@@ -36,10 +36,11 @@ const DefaultDir = "policies"
 type Option func(*config)
 
 type config struct {
-	dir    string
-	query  string
-	logger *slog.Logger
-	data   map[string]any
+	dir       string
+	query     string
+	logger    *slog.Logger
+	data      map[string]any
+	cacheSize int
 }
 
 // WithDir sets the policy directory (default DefaultDir). All *.rego files
@@ -60,6 +61,13 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // not read.
 func WithData(data map[string]any) Option { return func(c *config) { c.data = data } }
 
+// WithDecisionCache keeps up to n decisions per policy revision, reused for
+// requests equal in everything the policy reads (default
+// DefaultDecisionCacheSize; 0 turns it off). It is used only when the
+// policy is deterministic and reads no per-request value such as the request
+// id; Status says whether it is on and why not.
+func WithDecisionCache(n int) Option { return func(c *config) { c.cacheSize = n } }
+
 // revision is one loaded policy set. pq is nil when the directory holds no
 // policy, which denies everything.
 type revision struct {
@@ -67,16 +75,33 @@ type revision struct {
 	id       string
 	files    []string
 	loadedAt time.Time
+	// reads is what pq can observe of input; inputs are built only that far.
+	reads *reads
+	// cache is nil when decisions are not reused; noCache says why.
+	cache   *decisionCache
+	noCache string
 }
 
 // Status reports what is being served and what went wrong last.
 type Status struct {
-	Revision    string    `json:"revision,omitempty"`
-	LoadedAt    time.Time `json:"loaded_at,omitzero"`
-	Files       []string  `json:"files"`
-	Query       string    `json:"query"`
-	LastError   string    `json:"last_error,omitempty"`
-	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	Revision string    `json:"revision,omitempty"`
+	LoadedAt time.Time `json:"loaded_at,omitzero"`
+	Files    []string  `json:"files"`
+	Query    string    `json:"query"`
+	// Reads are the input paths the policy can observe; only they are built.
+	Reads         []string            `json:"reads,omitempty"`
+	DecisionCache DecisionCacheStatus `json:"decision_cache"`
+	LastError     string              `json:"last_error,omitempty"`
+	LastErrorAt   time.Time           `json:"last_error_at,omitzero"`
+}
+
+// DecisionCacheStatus reports the serving revision's decision cache.
+type DecisionCacheStatus struct {
+	Enabled bool   `json:"enabled"`
+	Reason  string `json:"reason,omitempty"` // why it is off
+	Entries int    `json:"entries"`
+	Hits    uint64 `json:"hits"`   // since start, over all revisions
+	Misses  uint64 `json:"misses"` // since start, over all revisions
 }
 
 // Engine evaluates requests against the last successfully loaded policies.
@@ -87,6 +112,8 @@ type Engine struct {
 	logger *slog.Logger
 
 	current atomic.Pointer[revision]
+	cache   cacheStats
+	keys    sync.Pool // *[]byte buffers for decision-cache keys
 
 	reloadMu    sync.Mutex // serialises Reload
 	statusMu    sync.Mutex
@@ -101,7 +128,7 @@ type Engine struct {
 // everything with reason "no policy loaded" until a Reload succeeds, so a
 // caller may either refuse to start or keep running and wait for a fix.
 func New(ctx context.Context, opts ...Option) (*Engine, error) {
-	cfg := config{dir: DefaultDir, query: DefaultQuery}
+	cfg := config{dir: DefaultDir, query: DefaultQuery, cacheSize: DefaultDecisionCacheSize}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -117,6 +144,7 @@ func New(ctx context.Context, opts ...Option) (*Engine, error) {
 		query:  q,
 		logger: cfg.logger.With("component", "policy", "dir", cfg.dir),
 	}
+	e.keys.New = func() any { b := make([]byte, 0, 256); return &b }
 	if err := e.Reload(ctx); err != nil {
 		return e, err
 	}
@@ -185,6 +213,19 @@ func (e *Engine) load(ctx context.Context) (*revision, error) {
 		return nil, fmt.Errorf("policy/engine.go: preparing %s in %s: %w", e.cfg.query, e.cfg.dir, errors.Join(fromASTErrors(e.cfg.dir, err)...))
 	}
 	rev.pq = &pq
+	rev.reads = policyReads(c, e.query)
+	ok, why := deterministic(c)
+	if ok {
+		ok, why = rev.reads.cacheable()
+	}
+	switch {
+	case e.cfg.cacheSize <= 0:
+		rev.noCache = "disabled by configuration"
+	case !ok:
+		rev.noCache = why
+	default:
+		rev.cache = newDecisionCache(e.cfg.cacheSize, &e.cache)
+	}
 	return rev, nil
 }
 
@@ -209,30 +250,67 @@ func (e *Engine) Status() Status {
 	if cur := e.current.Load(); cur != nil {
 		s.Revision, s.LoadedAt = cur.id, cur.loadedAt
 		s.Files = append([]string(nil), cur.files...)
+		if cur.reads != nil {
+			s.Reads = cur.reads.paths()
+		}
+		s.DecisionCache.Reason = cur.noCache
+		if c := cur.cache; c != nil {
+			s.DecisionCache.Enabled, s.DecisionCache.Entries = true, c.len()
+		}
 	}
+	s.DecisionCache.Hits, s.DecisionCache.Misses = e.cache.hits.Load(), e.cache.misses.Load()
 	e.statusMu.Lock()
 	s.LastError, s.LastErrorAt = e.lastErr, e.lastErrorAt
 	e.statusMu.Unlock()
 	return s
 }
 
-// EvaluateRequest builds the input for req and id (see BuildInput) and
-// evaluates it.
+// EvaluateRequest builds the input for req and id (see BuildInput), as far
+// as the serving policy reads it, and evaluates it — or answers from the
+// revision's decision cache when an equal request was decided before.
 func (e *Engine) EvaluateRequest(ctx context.Context, req *authv3.CheckRequest, id *identity.Identity, opts ...InputOption) (*Decision, error) {
-	input, err := BuildInput(req, id, opts...)
+	cfg := newInputConfig(opts)
+	cur := e.current.Load() // one revision for building and evaluating
+	r := readsAll
+	if cur != nil && cur.reads != nil {
+		r = cur.reads
+	}
+	var key []byte
+	if cur != nil && cur.cache != nil && req != nil {
+		kb := e.keys.Get().(*[]byte)
+		defer func() {
+			if cap(key) <= maxCacheKeyBytes {
+				*kb = key[:0]
+			}
+			e.keys.Put(kb)
+		}()
+		var ok bool
+		if key, ok = appendKey((*kb)[:0], req, id, r, &cfg); !ok {
+			key = nil
+		} else if ctx.Err() == nil {
+			// An expired request is never answered, not even from the cache.
+			if d, hit := cur.cache.get(key); hit {
+				d.ID = newDecisionID()
+				d.Revision = cur.id
+				return &d, nil
+			}
+		}
+	}
+	input, err := buildInput(req, id, r, &cfg)
 	if err != nil {
-		d := deny(newDecisionID(), e.revisionID(), "invalid request: "+err.Error())
+		rev := ""
+		if cur != nil {
+			rev = cur.id
+		}
+		d := deny(newDecisionID(), rev, "invalid request: "+err.Error())
 		e.logger.WarnContext(ctx, "request denied: cannot build policy input", "decision_id", d.ID, "error", err)
 		return d, fmt.Errorf("%w: %w", ErrInput, err)
 	}
-	return e.Evaluate(ctx, input)
-}
-
-func (e *Engine) revisionID() string {
-	if cur := e.current.Load(); cur != nil {
-		return cur.id
+	d, err := e.evaluate(ctx, cur, input)
+	if err == nil && key != nil {
+		cur.cache.put(key, *d)
 	}
-	return ""
+	return d, err
 }
 
 // Evaluate runs the decision query on input. It always returns a non-nil
@@ -241,8 +319,11 @@ func (e *Engine) revisionID() string {
 // deny whose Reason says why — err is for logs and metrics, never a reason
 // to let Envoy apply its failure mode. The evaluation deadline is ctx's.
 func (e *Engine) Evaluate(ctx context.Context, input ast.Value) (*Decision, error) {
+	return e.evaluate(ctx, e.current.Load(), input)
+}
+
+func (e *Engine) evaluate(ctx context.Context, cur *revision, input ast.Value) (*Decision, error) {
 	id := newDecisionID()
-	cur := e.current.Load()
 	if cur == nil || cur.pq == nil {
 		rev := ""
 		if cur != nil {

@@ -84,15 +84,28 @@ var versionValue = ast.NewObject(
 // BenchmarkInputAST). A path or query that cannot be decoded, or a JSON body
 // that does not parse, is an error: the caller must deny.
 func BuildInput(req *authv3.CheckRequest, id *identity.Identity, opts ...InputOption) (ast.Value, error) {
+	cfg := newInputConfig(opts)
+	return buildInput(req, id, readsAll, &cfg)
+}
+
+func newInputConfig(opts []InputOption) inputConfig {
 	cfg := inputConfig{maxBodyBytes: DefaultMaxBodyBytes}
 	for _, o := range opts {
 		o(&cfg)
 	}
+	return cfg
+}
+
+// buildInput is BuildInput limited to what a policy reads (see reads): keys
+// outside r are left out. The request is checked whole either way — a path,
+// query or body that cannot be decoded is an error even when the policy
+// would not look at it, so pruning never turns a deny into an allow.
+func buildInput(req *authv3.CheckRequest, id *identity.Identity, r *reads, cfg *inputConfig) (ast.Value, error) {
 	if req == nil {
 		return nil, errors.New("policy/input.go: nil CheckRequest")
 	}
 
-	obj, err := messageValue(req.ProtoReflect())
+	obj, err := messageValue(req.ProtoReflect(), r)
 	if err != nil {
 		return nil, fmt.Errorf("policy/input.go: converting CheckRequest: %w", err)
 	}
@@ -102,40 +115,51 @@ func BuildInput(req *authv3.CheckRequest, id *identity.Identity, opts ...InputOp
 	}
 
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
-	parsedPath, parsedQuery, err := parsePathAndQuery(httpReq.GetPath())
+	parsedPath, parsedQuery, err := parsePathAndQuery(httpReq.GetPath(), r.child("parsed_path"), r.child("parsed_query"))
 	if err != nil {
 		return nil, fmt.Errorf("policy/input.go: request path %q: %w", httpReq.GetPath(), err)
 	}
-	input.Insert(ast.StringTerm("parsed_path"), ast.NewTerm(parsedPath))
-	input.Insert(ast.StringTerm("parsed_query"), ast.NewTerm(parsedQuery))
+	if parsedPath != nil {
+		input.Insert(ast.InternedTerm("parsed_path"), ast.NewTerm(parsedPath))
+	}
+	if parsedQuery != nil {
+		input.Insert(ast.InternedTerm("parsed_query"), ast.NewTerm(parsedQuery))
+	}
 
 	if !cfg.skipBodyParse {
-		body, truncated, err := parseBody(httpReq.GetHeaders(), httpReq.GetBody(), httpReq.GetRawBody(), cfg.maxBodyBytes)
+		build := r.has("parsed_body")
+		body, truncated, err := parseBody(httpReq.GetHeaders(), httpReq.GetBody(), httpReq.GetRawBody(), cfg.maxBodyBytes, build)
 		if err != nil {
 			return nil, fmt.Errorf("policy/input.go: request body: %w", err)
 		}
-		input.Insert(ast.StringTerm("parsed_body"), ast.NewTerm(body))
-		input.Insert(ast.StringTerm("truncated_body"), ast.BooleanTerm(truncated))
+		if build {
+			input.Insert(ast.InternedTerm("parsed_body"), ast.NewTerm(body))
+		}
+		if r.has("truncated_body") {
+			input.Insert(ast.InternedTerm("truncated_body"), ast.InternedTerm(truncated))
+		}
 	}
 
-	if p := req.GetAttributes().GetSource().GetPrincipal(); p != "" {
-		input.Insert(ast.StringTerm("source_principal"), ast.StringTerm(p))
+	if p := req.GetAttributes().GetSource().GetPrincipal(); p != "" && r.has("source_principal") {
+		input.Insert(ast.InternedTerm("source_principal"), ast.StringTerm(p))
 	}
-	input.Insert(ast.StringTerm("version"), ast.NewTerm(versionValue))
+	if r.has("version") {
+		input.Insert(ast.InternedTerm("version"), ast.NewTerm(versionValue))
+	}
 
-	if id != nil {
-		idv, err := identityValue(id)
+	if ir := r.child("identity"); id != nil && ir != nil {
+		idv, err := identityValue(id, ir)
 		if err != nil {
 			return nil, fmt.Errorf("policy/input.go: identity: %w", err)
 		}
-		input.Insert(ast.StringTerm("identity"), ast.NewTerm(idv))
+		input.Insert(ast.InternedTerm("identity"), ast.NewTerm(idv))
 	}
-	if cfg.onBehalfOf != nil {
-		v, err := jsonValue(cfg.onBehalfOf)
+	if or := r.child("on_behalf_of"); cfg.onBehalfOf != nil && or != nil {
+		v, err := jsonValue(cfg.onBehalfOf, or)
 		if err != nil {
 			return nil, fmt.Errorf("policy/input.go: on_behalf_of: %w", err)
 		}
-		input.Insert(ast.StringTerm("on_behalf_of"), ast.NewTerm(v))
+		input.Insert(ast.InternedTerm("on_behalf_of"), ast.NewTerm(v))
 	}
 	return input, nil
 }
@@ -143,12 +167,12 @@ func BuildInput(req *authv3.CheckRequest, id *identity.Identity, opts ...InputOp
 // identityValue builds input.identity directly as AST, field for field
 // what identity.Identity's JSON tags say (TestIdentityValueMatchesJSON holds
 // the two together): a JSON round trip here cost more than evaluating the
-// policy.
-func identityValue(id *identity.Identity) (ast.Value, error) {
-	obj := ast.NewObjectWithCapacity(10)
+// policy. Only the keys in r are built.
+func identityValue(id *identity.Identity, r *reads) (ast.Value, error) {
+	obj := ast.NewObjectWithCapacity(r.capacity(10))
 	put := func(k string, v ast.Value) { obj.Insert(ast.InternedTerm(k), ast.NewTerm(v)) }
 	putStr := func(k, v string, omitEmpty bool) {
-		if v != "" || !omitEmpty {
+		if (v != "" || !omitEmpty) && r.has(k) {
 			put(k, ast.String(v))
 		}
 	}
@@ -157,24 +181,25 @@ func identityValue(id *identity.Identity) (ast.Value, error) {
 	putStr("issuer", id.Issuer, true)
 	putStr("verified_by", string(id.Method), false)
 	putStr("email", id.Email, true)
-	if len(id.Roles) > 0 {
+	if len(id.Roles) > 0 && r.has("roles") {
 		put("roles", stringArray(id.Roles))
 	}
-	if len(id.Groups) > 0 {
+	if len(id.Groups) > 0 && r.has("groups") {
 		put("groups", stringArray(id.Groups))
 	}
 	putStr("spiffe_id", id.SPIFFEID, true)
-	if len(id.Claims) > 0 {
-		v, err := jsonValue(id.Claims)
+	if cr := r.child("claims"); len(id.Claims) > 0 && cr != nil {
+		v, err := jsonValue(id.Claims, cr)
 		if err != nil {
 			return nil, fmt.Errorf("claims: %w", err)
 		}
 		put("claims", v)
 	}
-	if p := id.Peer; p != nil {
-		po := ast.NewObjectWithCapacity(9)
+	if pr := r.child("peer"); id.Peer != nil && pr != nil {
+		p := id.Peer
+		po := ast.NewObjectWithCapacity(pr.capacity(9))
 		ps := func(k, v string) {
-			if v != "" {
+			if v != "" && pr.has(k) {
 				po.Insert(ast.InternedTerm(k), ast.StringTerm(v))
 			}
 		}
@@ -182,15 +207,15 @@ func identityValue(id *identity.Identity) (ast.Value, error) {
 		ps("spiffe_id", p.SPIFFEID)
 		ps("subject", p.Subject)
 		ps("issuer", p.Issuer)
-		if len(p.URISANs) > 0 {
+		if len(p.URISANs) > 0 && pr.has("uri_sans") {
 			po.Insert(ast.InternedTerm("uri_sans"), ast.NewTerm(stringArray(p.URISANs)))
 		}
-		if len(p.DNSSANs) > 0 {
+		if len(p.DNSSANs) > 0 && pr.has("dns_sans") {
 			po.Insert(ast.InternedTerm("dns_sans"), ast.NewTerm(stringArray(p.DNSSANs)))
 		}
 		ps("sha256_fingerprint", p.SHA256Fingerprint)
 		ps("serial", p.Serial)
-		if !p.NotAfter.IsZero() {
+		if !p.NotAfter.IsZero() && pr.has("not_after") {
 			ps("not_after", p.NotAfter.Format(time.RFC3339Nano))
 		}
 		put("peer", po)
@@ -200,7 +225,7 @@ func identityValue(id *identity.Identity) (ast.Value, error) {
 
 // jsonValue converts a decoded JSON value (claims: maps, slices, strings,
 // json.Number or float64, bools, nil) to AST.
-func jsonValue(v any) (ast.Value, error) {
+func jsonValue(v any, r *reads) (ast.Value, error) {
 	switch x := v.(type) {
 	case nil:
 		return ast.NullValue, nil
@@ -215,7 +240,11 @@ func jsonValue(v any) (ast.Value, error) {
 	case map[string]any:
 		obj := ast.NewObjectWithCapacity(len(x))
 		for k, e := range x {
-			ev, err := jsonValue(e)
+			kr := r.child(k)
+			if kr == nil {
+				continue
+			}
+			ev, err := jsonValue(e, kr)
 			if err != nil {
 				return nil, err
 			}
@@ -225,7 +254,7 @@ func jsonValue(v any) (ast.Value, error) {
 	case []any:
 		terms := make([]*ast.Term, len(x))
 		for i, e := range x {
-			ev, err := jsonValue(e)
+			ev, err := jsonValue(e, readsAll) // arrays are indexed by number: all or nothing
 			if err != nil {
 				return nil, err
 			}
@@ -240,30 +269,53 @@ func jsonValue(v any) (ast.Value, error) {
 
 // parsePathAndQuery mirrors opa-envoy-plugin: the whole path part is
 // percent-decoded first (so "%2F" becomes a separator and "%2e%2e" a ".."
-// segment, which policies must reject), then split on "/".
-func parsePathAndQuery(path string) (*ast.Array, ast.Object, error) {
+// segment, which policies must reject), then split on "/". Both parts are
+// always decoded, so a bad one is an error; the values are built only when
+// pr (parsed_path) or qr (parsed_query) asks for them, else nil.
+func parsePathAndQuery(path string, pr, qr *reads) (*ast.Array, ast.Object, error) {
 	rawPath, rawQuery, _ := strings.Cut(path, "?")
 	decoded, err := url.PathUnescape(rawPath)
 	if err != nil {
 		return nil, nil, err
 	}
-	segs := strings.Split(strings.TrimLeft(decoded, "/"), "/")
-	terms := make([]*ast.Term, len(segs))
-	for i, s := range segs {
-		terms[i] = ast.StringTerm(s)
+	var parsedPath *ast.Array
+	if pr != nil {
+		segs := strings.Split(strings.TrimLeft(decoded, "/"), "/")
+		terms := make([]*ast.Term, len(segs))
+		for i, s := range segs {
+			terms[i] = ast.StringTerm(s)
+		}
+		parsedPath = ast.NewArray(terms...)
 	}
 
 	// url.ParseQuery rejects ";" separators and bad escapes; like the plugin
 	// we treat that as an error rather than guess what the upstream sees.
+	if rawQuery == "" {
+		if qr == nil {
+			return parsedPath, nil, nil
+		}
+		return parsedPath, ast.NewObject(), nil
+	}
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
 		return nil, nil, err
 	}
-	query := ast.NewObjectWithCapacity(len(q))
-	for k, vs := range q {
-		query.Insert(ast.StringTerm(k), ast.NewTerm(stringArray(vs)))
+	if qr == nil {
+		return parsedPath, nil, nil
 	}
-	return ast.NewArray(terms...), query, nil
+	return parsedPath, valuesObject(q, qr), nil
+}
+
+// valuesObject is a query or form as an object of string arrays, limited
+// to the keys in r.
+func valuesObject(q url.Values, r *reads) ast.Object {
+	obj := ast.NewObjectWithCapacity(len(q))
+	for k, vs := range q {
+		if r.has(k) {
+			obj.Insert(ast.StringTerm(k), ast.NewTerm(stringArray(vs)))
+		}
+	}
+	return obj
 }
 
 func stringArray(ss []string) *ast.Array {
@@ -277,8 +329,9 @@ func stringArray(ss []string) *ast.Array {
 // parseBody follows opa-envoy-plugin for JSON and form bodies: Envoy's
 // x-envoy-auth-partial-body header or a content-length larger than what was
 // sent mark the body truncated, and a truncated body is never parsed. Other
-// content types (multipart, gRPC) give parsed_body null.
-func parseBody(headers map[string]string, body string, raw []byte, maxBytes int) (ast.Value, bool, error) {
+// content types (multipart, gRPC) give parsed_body null. Without build the
+// body is only checked (the same errors), and the value is null.
+func parseBody(headers map[string]string, body string, raw []byte, maxBytes int, build bool) (ast.Value, bool, error) {
 	if headers["x-envoy-auth-partial-body"] == "true" {
 		return ast.NullValue, true, nil
 	}
@@ -311,11 +364,16 @@ func parseBody(headers map[string]string, body string, raw []byte, maxBytes int)
 		if err != nil {
 			return nil, false, err
 		}
-		obj := ast.NewObjectWithCapacity(len(q))
-		for k, vs := range q {
-			obj.Insert(ast.StringTerm(k), ast.NewTerm(stringArray(vs)))
+		if !build {
+			return ast.NullValue, false, nil
 		}
-		return obj, false, nil
+		return valuesObject(q, readsAll), false, nil
+	}
+	if !build {
+		if !json.Valid([]byte(body)) {
+			return nil, false, errors.New("invalid JSON body")
+		}
+		return ast.NullValue, false, nil
 	}
 	v, err := ast.ValueFromReader(strings.NewReader(body))
 	if err != nil {
@@ -325,10 +383,11 @@ func parseBody(headers map[string]string, body string, raw []byte, maxBytes int)
 }
 
 // messageValue converts a message to the AST of its protojson encoding
-// (default options) without producing JSON text.
-func messageValue(m protoreflect.Message) (ast.Value, error) {
+// (default options) without producing JSON text, limited to the fields in r
+// (by JSON name).
+func messageValue(m protoreflect.Message, r *reads) (ast.Value, error) {
 	if h, ok := m.Interface().(*authv3.AttributeContext_HttpRequest); ok {
-		return httpRequestValue(h)
+		return httpRequestValue(h, r)
 	}
 	desc := m.Descriptor()
 	switch desc.FullName() {
@@ -351,24 +410,41 @@ func messageValue(m protoreflect.Message) (ast.Value, error) {
 		return ast.ValueFromReader(bytes.NewReader(b))
 	}
 
-	obj := ast.NewObjectWithCapacity(desc.Fields().Len())
-	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+	obj := ast.NewObjectWithCapacity(r.capacity(desc.Fields().Len()))
+	field := func(fd protoreflect.FieldDescriptor, v protoreflect.Value, fr *reads) error {
 		var val ast.Value
+		var err error
 		switch {
 		case fd.IsMap():
-			val, err = mapValue(fd, v.Map())
+			val, err = mapValue(fd, v.Map(), fr)
 		case fd.IsList():
 			val, err = listValue(fd, v.List())
 		default:
-			val, err = singularValue(fd, v)
+			val, err = singularValue(fd, v, fr)
 		}
 		if err != nil {
-			err = fmt.Errorf("%s: %w", fd.FullName(), err)
-			return false
+			return fmt.Errorf("%s: %w", fd.FullName(), err)
 		}
 		obj.Insert(ast.StringTerm(fd.JSONName()), ast.NewTerm(val))
-		return true
+		return nil
+	}
+	if !r.all {
+		// Only the fields asked for, looked up by name.
+		for k, fr := range r.keys {
+			fd := desc.Fields().ByJSONName(k)
+			if fd == nil || !m.Has(fd) {
+				continue
+			}
+			if err := field(fd, m.Get(fd), fr); err != nil {
+				return nil, err
+			}
+		}
+		return obj, nil
+	}
+	var err error
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		err = field(fd, v, r)
+		return err == nil
 	})
 	if err != nil {
 		return nil, err
@@ -380,24 +456,33 @@ func messageValue(m protoreflect.Message) (ast.Value, error) {
 // of a request's bytes, written out field by field: reflecting over the
 // header map was a quarter of a Check. Every field of HttpRequest is here
 // (TestBuildInputMatchesProtojson keeps it equal to protojson).
-func httpRequestValue(h *authv3.AttributeContext_HttpRequest) (ast.Value, error) {
-	obj := ast.NewObjectWithCapacity(13)
+func httpRequestValue(h *authv3.AttributeContext_HttpRequest, r *reads) (ast.Value, error) {
+	obj := ast.NewObjectWithCapacity(r.capacity(13))
 	str := func(k, v string) {
-		if v != "" {
+		if v != "" && r.has(k) {
 			obj.Insert(ast.InternedTerm(k), ast.StringTerm(v))
 		}
 	}
 	str("id", h.GetId())
 	str("method", h.GetMethod())
-	if hs := h.GetHeaders(); len(hs) > 0 {
-		ho := ast.NewObjectWithCapacity(len(hs))
-		for k, v := range hs {
-			ho.Insert(ast.StringTerm(k), ast.StringTerm(v))
+	if hr := r.child("headers"); len(h.GetHeaders()) > 0 && hr != nil {
+		hs := h.GetHeaders()
+		ho := ast.NewObjectWithCapacity(hr.capacity(len(hs)))
+		if hr.all {
+			for k, v := range hs {
+				ho.Insert(ast.StringTerm(k), ast.StringTerm(v))
+			}
+		} else {
+			for k := range hr.keys {
+				if v, ok := hs[k]; ok {
+					ho.Insert(ast.StringTerm(k), ast.StringTerm(v))
+				}
+			}
 		}
 		obj.Insert(ast.InternedTerm("headers"), ast.NewTerm(ho))
 	}
-	if hm := h.GetHeaderMap(); hm != nil {
-		v, err := messageValue(hm.ProtoReflect())
+	if hm := h.GetHeaderMap(); hm != nil && r.has("headerMap") {
+		v, err := messageValue(hm.ProtoReflect(), r.child("headerMap"))
 		if err != nil {
 			return nil, fmt.Errorf("header_map: %w", err)
 		}
@@ -408,24 +493,28 @@ func httpRequestValue(h *authv3.AttributeContext_HttpRequest) (ast.Value, error)
 	str("scheme", h.GetScheme())
 	str("query", h.GetQuery())
 	str("fragment", h.GetFragment())
-	if n := h.GetSize(); n != 0 {
+	if n := h.GetSize(); n != 0 && r.has("size") {
 		obj.Insert(ast.InternedTerm("size"), ast.StringTerm(strconv.FormatInt(n, 10)))
 	}
 	str("protocol", h.GetProtocol())
 	str("body", h.GetBody())
-	if b := h.GetRawBody(); len(b) > 0 {
+	if b := h.GetRawBody(); len(b) > 0 && r.has("rawBody") {
 		obj.Insert(ast.InternedTerm("rawBody"), ast.StringTerm(base64.StdEncoding.EncodeToString(b)))
 	}
 	return obj, nil
 }
 
-func mapValue(fd protoreflect.FieldDescriptor, mv protoreflect.Map) (ast.Value, error) {
-	obj := ast.NewObjectWithCapacity(mv.Len())
+func mapValue(fd protoreflect.FieldDescriptor, mv protoreflect.Map, r *reads) (ast.Value, error) {
+	obj := ast.NewObjectWithCapacity(r.capacity(mv.Len()))
 	valDesc := fd.MapValue()
 	var err error
 	mv.Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
+		kr := r.child(k.String())
+		if kr == nil {
+			return true
+		}
 		var val ast.Value
-		if val, err = singularValue(valDesc, v); err != nil {
+		if val, err = singularValue(valDesc, v, kr); err != nil {
 			return false
 		}
 		obj.Insert(ast.StringTerm(k.String()), ast.NewTerm(val))
@@ -440,7 +529,7 @@ func mapValue(fd protoreflect.FieldDescriptor, mv protoreflect.Map) (ast.Value, 
 func listValue(fd protoreflect.FieldDescriptor, l protoreflect.List) (ast.Value, error) {
 	terms := make([]*ast.Term, l.Len())
 	for i := range l.Len() {
-		v, err := singularValue(fd, l.Get(i))
+		v, err := singularValue(fd, l.Get(i), readsAll) // indexed by number: all or nothing
 		if err != nil {
 			return nil, err
 		}
@@ -449,7 +538,7 @@ func listValue(fd protoreflect.FieldDescriptor, l protoreflect.List) (ast.Value,
 	return ast.NewArray(terms...), nil
 }
 
-func singularValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) (ast.Value, error) {
+func singularValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, r *reads) (ast.Value, error) {
 	switch fd.Kind() {
 	case protoreflect.BoolKind:
 		return ast.Boolean(v.Bool()), nil
@@ -478,7 +567,7 @@ func singularValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) (ast.V
 		}
 		return ast.Number(strconv.FormatInt(int64(v.Enum()), 10)), nil
 	case protoreflect.MessageKind, protoreflect.GroupKind:
-		return messageValue(v.Message())
+		return messageValue(v.Message(), r)
 	}
 	return nil, fmt.Errorf("unsupported field kind %v", fd.Kind())
 }
@@ -498,7 +587,7 @@ func floatValue(f float64, bits int) ast.Value {
 
 func structValue(m protoreflect.Message) (ast.Value, error) {
 	fd := m.Descriptor().Fields().ByName("fields")
-	return mapValue(fd, m.Get(fd).Map())
+	return mapValue(fd, m.Get(fd).Map(), readsAll)
 }
 
 func listValueValue(m protoreflect.Message) (ast.Value, error) {
@@ -519,7 +608,7 @@ func protoValueValue(m protoreflect.Message) (ast.Value, error) {
 			return nil, fmt.Errorf("google.protobuf.Value holds non-finite number %v", f)
 		}
 	}
-	return singularValue(fd, v)
+	return singularValue(fd, v, readsAll)
 }
 
 // Timestamp bounds protojson accepts: years 0001 to 9999.

@@ -209,11 +209,11 @@ func buildInputJSON(req *authv3.CheckRequest, id *identity.Identity) (ast.Value,
 	}
 	input := v.(ast.Object)
 	h := req.GetAttributes().GetRequest().GetHttp()
-	pp, pq, err := parsePathAndQuery(h.GetPath())
+	pp, pq, err := parsePathAndQuery(h.GetPath(), readsAll, readsAll)
 	if err != nil {
 		return nil, err
 	}
-	body, trunc, err := parseBody(h.GetHeaders(), h.GetBody(), h.GetRawBody(), DefaultMaxBodyBytes)
+	body, trunc, err := parseBody(h.GetHeaders(), h.GetBody(), h.GetRawBody(), DefaultMaxBodyBytes, true)
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +275,7 @@ func TestIdentityValueMatchesJSON(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := identityValue(tt.id)
+			got, err := identityValue(tt.id, readsAll)
 			if err != nil {
 				t.Fatal(err)
 			}

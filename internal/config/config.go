@@ -166,6 +166,10 @@ type OIDCProvider struct {
 type Policies struct {
 	Dir   string `yaml:"dir"`   // default "policies"
 	Query string `yaml:"query"` // default "data.envoy.authz.allow"
+	// DecisionCache bounds the decisions kept per policy revision and reused
+	// for requests equal in everything the policy reads; used only for
+	// deterministic policies. Default 4096; 0 turns it off.
+	DecisionCache *int `yaml:"decision_cache"`
 }
 
 // JWT configures bearer-token verification.
@@ -344,6 +348,9 @@ func (a *Authz) validate(p *Problems) {
 	}
 	if !strings.HasPrefix(a.Policies.Query, "data.") {
 		p.Addf("authz.policies.query", "must be a reference under data, e.g. data.envoy.authz.allow")
+	}
+	if n := a.Policies.DecisionCache; n != nil && (*n < 0 || *n > 1_000_000) {
+		p.Addf("authz.policies.decision_cache", "must be between 0 (off) and 1000000, got %d", *n)
 	}
 	if a.JWT.CacheSize < 0 || a.JWT.CacheSize > 1_000_000 {
 		p.Addf("authz.jwt.cache_size", "must be between 0 and 1000000")

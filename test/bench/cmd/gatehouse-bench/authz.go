@@ -148,9 +148,11 @@ func (e *authzEnv) cases() ([]*authzCase, map[string]string, error) {
 
 	cs := []*authzCase{
 		{Name: "noop", Server: "noop", Desc: "no-op Check server (gRPC limit)", fixtures: mix(plain(nil, true), plain(nil, true)), start: e.startNoop},
-		{Name: "gatehouse-rego", Server: "gatehouse", Desc: "Rego only", fixtures: regoFix, policy: len(regoOnly), start: e.startGatehouse(regoOnly, 0)},
-		{Name: "gatehouse-jwt", Server: "gatehouse", Desc: "RS256 JWT + Rego RBAC, same token", fixtures: jwtFix, policy: len(gatehouseRBAC), start: e.startGatehouse(gatehouseRBAC, 0)},
-		{Name: "gatehouse-jwt-distinct", Server: "gatehouse", Desc: fmt.Sprintf("RS256 JWT + Rego, %d distinct tokens, cache_size 1", e.distinct), fixtures: distinctFix, policy: len(gatehouseRBAC), start: e.startGatehouse(gatehouseRBAC, 1)},
+		{Name: "gatehouse-rego", Server: "gatehouse", Desc: "Rego only", fixtures: regoFix, policy: len(regoOnly), start: e.startGatehouse(regoOnly, 0, true)},
+		{Name: "gatehouse-rego-nocache", Server: "gatehouse", Desc: "Rego only, decision cache off", fixtures: regoFix, policy: len(regoOnly), start: e.startGatehouse(regoOnly, 0, false)},
+		{Name: "gatehouse-jwt", Server: "gatehouse", Desc: "RS256 JWT + Rego RBAC, same token", fixtures: jwtFix, policy: len(gatehouseRBAC), start: e.startGatehouse(gatehouseRBAC, 0, true)},
+		{Name: "gatehouse-jwt-nocache", Server: "gatehouse", Desc: "RS256 JWT + Rego RBAC, same token, decision cache off", fixtures: jwtFix, policy: len(gatehouseRBAC), start: e.startGatehouse(gatehouseRBAC, 0, false)},
+		{Name: "gatehouse-jwt-distinct", Server: "gatehouse", Desc: fmt.Sprintf("RS256 JWT + Rego, %d distinct tokens, cache_size 1", e.distinct), fixtures: distinctFix, policy: len(gatehouseRBAC), start: e.startGatehouse(gatehouseRBAC, 1, true)},
 	}
 	sessionCases := []string{"gatehouse-session-memory", "gatehouse-session-redis", "gatehouse-session-redis-2x"}
 	if e.session == nil {
@@ -189,7 +191,9 @@ func (e *authzEnv) startNoop(ctx context.Context, _ string) (*proc.Process, stri
 
 // startGatehouse runs `gatehouse authz` with one policy file; decision
 // logging is off (log.level warn) as it is in opa-envoy-plugin's default.
-func (e *authzEnv) startGatehouse(policy string, cacheSize int) func(context.Context, string) (*proc.Process, string, error) {
+// cacheSize is the verified-token cache (0: default); decisionCache false
+// turns the policy decision cache off, so every request is evaluated.
+func (e *authzEnv) startGatehouse(policy string, cacheSize int, decisionCache bool) func(context.Context, string) (*proc.Process, string, error) {
 	return func(ctx context.Context, dir string) (*proc.Process, string, error) {
 		pdir := filepath.Join(dir, "policies")
 		if err := os.MkdirAll(pdir, 0o755); err != nil {
@@ -202,6 +206,10 @@ func (e *authzEnv) startGatehouse(policy string, cacheSize int) func(context.Con
 		if cacheSize > 0 {
 			cache = fmt.Sprintf("    cache_size: %d\n", cacheSize)
 		}
+		dcache := ""
+		if !decisionCache {
+			dcache = "    decision_cache: 0\n"
+		}
 		cfg := filepath.Join(dir, "gatehouse.yaml")
 		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`listen:
   authz: 127.0.0.1:0
@@ -212,13 +220,13 @@ authz:
   policies:
     dir: %s
     query: data.envoy.authz.allow
-  jwt:
+%s  jwt:
 %s    issuers:
       - issuer: %s
         audiences: [gatehouse]
         jwks_uri: %s
         algorithms: [RS256]
-`, pdir, cache, e.issuer.URL(), e.issuer.JWKSURI())), 0o644); err != nil {
+`, pdir, dcache, cache, e.issuer.URL(), e.issuer.JWKSURI())), 0o644); err != nil {
 			return nil, "", err
 		}
 		p, addrs, err := proc.Start(ctx, e.bins.gatehouse, []string{"authz", "--config", cfg}, proc.Options{CPUs: e.cpus, Ready: regexp.MustCompile(`ext_authz gRPC on`)})
@@ -309,9 +317,12 @@ type authzSample struct {
 	P99us       float64 `json:"p99_us"`
 	CPUusPerReq float64 `json:"server_cpu_us_per_request"`
 	PeakRSS     int64   `json:"server_peak_rss_bytes"`
-	Requests    int64   `json:"requests"`
-	Failures    int64   `json:"failures"`
-	FirstFail   string  `json:"first_failure,omitempty"`
+	// AnonRSS and FileRSS split the RSS at the end of the measured load.
+	AnonRSS   int64  `json:"server_anon_rss_bytes"`
+	FileRSS   int64  `json:"server_file_rss_bytes"`
+	Requests  int64  `json:"requests"`
+	Failures  int64  `json:"failures"`
+	FirstFail string `json:"first_failure,omitempty"`
 }
 
 // runAuthz runs every case at every concurrency for rounds rounds,
@@ -343,6 +354,8 @@ func (e *authzEnv) runAuthz(ctx context.Context, cs []*authzCase, concs []int, r
 					st, _ := proc.ReadStats(p.Pid())
 					sum.CPU += st.CPU
 					sum.PeakRSS += st.PeakRSS
+					sum.AnonRSS += st.AnonRSS
+					sum.FileRSS += st.FileRSS
 				}
 				return sum
 			}
@@ -367,7 +380,7 @@ func (e *authzEnv) runAuthz(ctx context.Context, cs []*authzCase, concs []int, r
 					return nil, fmt.Errorf("%s c=%d: %w\n%s", c.Name, conc, err, tails)
 				}
 				s := authzSample{Case: c.Name, Concurrency: conc, Round: r + 1, RPS: res.RPS,
-					P50us: us(res.P50), P99us: us(res.P99), PeakRSS: after.PeakRSS, Requests: res.Requests,
+					P50us: us(res.P50), P99us: us(res.P99), PeakRSS: after.PeakRSS, AnonRSS: after.AnonRSS, FileRSS: after.FileRSS, Requests: res.Requests,
 					Failures: res.Failures, FirstFail: res.FirstFailure}
 				if res.Requests > 0 {
 					s.CPUusPerReq = us(after.CPU-before.CPU) / float64(res.Requests)

@@ -34,7 +34,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -66,6 +68,7 @@ type flags struct {
 	skipSession bool
 	noPin       bool
 	readmeTable string
+	cases       string
 }
 
 func main() {
@@ -85,6 +88,7 @@ func main() {
 	fs.BoolVar(&f.skipXDS, "skip-xds", false, "skip the xDS harness")
 	fs.BoolVar(&f.skipOPA, "skip-opa", false, "do not build or run opa-envoy-plugin")
 	fs.BoolVar(&f.skipSession, "skip-session", false, "skip the OIDC session-cookie and replica cases (they start Dex and redis-server)")
+	fs.StringVar(&f.cases, "cases", "", "run only the ext_authz cases whose names match this regexp (the no-op server always runs: every figure is a ratio to it)")
 	fs.BoolVar(&f.noPin, "no-pin", false, "do not pin the load generator and the server to separate CPUs")
 	_ = fs.Parse(os.Args[1:])
 	if f.quick {
@@ -262,6 +266,13 @@ func runAuthzHarness(ctx context.Context, f flags, bins binaries, work string, l
 	cs, skipped, err := env.cases()
 	if err != nil {
 		return nil, err
+	}
+	if f.cases != "" {
+		re, err := regexp.Compile(f.cases)
+		if err != nil {
+			return nil, fmt.Errorf("-cases: %w", err)
+		}
+		cs = slices.DeleteFunc(cs, func(c *authzCase) bool { return c.Name != "noop" && !re.MatchString(c.Name) })
 	}
 	for name, why := range skipped {
 		log.Warn("SKIP "+name, "reason", why)

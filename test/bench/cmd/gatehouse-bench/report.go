@@ -155,6 +155,31 @@ func authzTargets(cs []*authzCase, samples []authzSample) []target {
 		rss.Holds = holds(worst <= worstLimit)
 	}
 	ts = append(ts, rss)
+	// The same split: anonymous memory (heap, stacks) is what load costs;
+	// file-backed pages are the binary's code and data, shared and
+	// reclaimable, and grow with the binary, not with requests.
+	anon := target{Name: "anonymous RSS (heap, stacks) at end of load, worst Gatehouse case", Want: "(compare) ≤ 1.5x no-op + policy"}
+	var noopAnon, noopFile int64
+	for _, s := range noop {
+		noopAnon, noopFile = max(noopAnon, s.AnonRSS), max(noopFile, s.FileRSS)
+	}
+	if noopAnon == 0 {
+		anon.Got = "not measured"
+	} else {
+		worst, worstName, worstFile, worstLimit := int64(0), "", int64(0), int64(0)
+		for _, cs := range cs {
+			if cs.Server != "gatehouse" || cs.Replicas > 1 {
+				continue
+			}
+			for _, s := range pick(samples, cs.Name, c) {
+				if s.AnonRSS > worst {
+					worst, worstName, worstFile, worstLimit = s.AnonRSS, cs.Name, s.FileRSS, noopAnon*3/2+int64(cs.policy)
+				}
+			}
+		}
+		anon.Got = fmt.Sprintf("%s %.1f MB vs %.1f MB (no-op %.1f MB): %.2fx; file-backed %.1f MB vs no-op %.1f MB", worstName, mb(worst), mb(worstLimit), mb(noopAnon), float64(worst)/float64(noopAnon), mb(worstFile), mb(noopFile))
+	}
+	ts = append(ts, anon)
 	// The reference figures of opa-envoy-plugin, for comparison.
 	info := func(name, ref string, xs []float64) target {
 		t := target{Name: name, Want: "reference " + ref}
@@ -170,6 +195,13 @@ func authzTargets(cs []*authzCase, samples []authzSample) []target {
 		info("opa-envoy-plugin Rego only: RPS vs no-op", "0.32x", ratios(samples, "opa-rego", "noop", c, rps)),
 		info("opa-envoy-plugin RS256 JWT: RPS vs no-op", "0.11x", ratios(samples, "opa-jwt", "noop", c, rps)),
 		info("opa-envoy-plugin RS256 JWT: p99 vs no-op", "5.8x", ratios(samples, "opa-jwt", "noop", c, p99)),
+	)
+	// Without the decision cache every request is evaluated: the cost of
+	// Rego itself, for policies the cache cannot serve.
+	ts = append(ts,
+		info("Rego only, decision cache off: RPS vs no-op", "target 0.70x with cache", ratios(samples, "gatehouse-rego-nocache", "noop", c, rps)),
+		info("RS256 JWT same token, decision cache off: RPS vs no-op", "target 0.50x with cache", ratios(samples, "gatehouse-jwt-nocache", "noop", c, rps)),
+		info("RS256 JWT same token, decision cache off: p99 vs no-op", "target 1.60x with cache", ratios(samples, "gatehouse-jwt-nocache", "noop", c, p99)),
 	)
 	// Session cookies and replicas: side-by-side ratios (same round), no targets.
 	cmp := func(name, a, b string, f func(authzSample) float64) target {

@@ -207,6 +207,9 @@ type Stats struct {
 	CPU time.Duration
 	// RSS and PeakRSS (VmHWM) in bytes.
 	RSS, PeakRSS int64
+	// AnonRSS (heap, stacks) and FileRSS (pages of the binary and other
+	// mapped files, shared and reclaimable) split RSS, in bytes.
+	AnonRSS, FileRSS int64
 	// Threads is the number of OS threads.
 	Threads int
 }
@@ -249,6 +252,10 @@ func ReadStats(pid int) (Stats, error) {
 			s.RSS = kb(v)
 		case "VmHWM":
 			s.PeakRSS = kb(v)
+		case "RssAnon":
+			s.AnonRSS = kb(v)
+		case "RssFile":
+			s.FileRSS = kb(v)
 		case "Threads":
 			s.Threads, _ = strconv.Atoi(v)
 		}
