@@ -172,7 +172,8 @@ func visitRef(root *reads, vis *ast.GenericVisitor, ref ast.Ref) {
 // equal input gives an equal result: no builtin that reads the clock, the
 // network, randomness or the environment (OPA marks them
 // Nondeterministic), and no print(), whose output a cached decision would
-// swallow. The reason names the first offending call.
+// swallow; nor one of readsClock. The reason names the first offending
+// call.
 func deterministic(c *ast.Compiler) (bool, string) {
 	var why string
 	check := func(op ast.Ref) {
@@ -184,7 +185,7 @@ func deterministic(c *ast.Compiler) (bool, string) {
 			why = "policy calls print()"
 			return
 		}
-		if b, ok := ast.BuiltinMap[name]; ok && b.Nondeterministic {
+		if b, ok := ast.BuiltinMap[name]; ok && b.Nondeterministic || slices.Contains(readsClock, name) {
 			why = "policy calls " + name + ", which is not deterministic"
 		}
 	}
@@ -205,6 +206,15 @@ func deterministic(c *ast.Compiler) (bool, string) {
 		})
 	}
 	return why == "", why
+}
+
+// readsClock are builtins OPA does not mark nondeterministic that still
+// read the current time when the policy passes none: a cached decision on a
+// token or certificate would outlive its expiry.
+var readsClock = []string{
+	"io.jwt.decode_verify",
+	"crypto.x509.parse_and_verify_certificates",
+	"crypto.x509.parse_and_verify_certificates_with_options",
 }
 
 // perRequest are input paths that differ on every request (Envoy's request

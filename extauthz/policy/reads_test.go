@@ -229,6 +229,20 @@ allow if input.attributes.request.http.method == "POST"`
 		{"off by option", []Option{WithDecisionCache(0)}, pol, "disabled by configuration"},
 		{"http.send", nil, `package envoy.authz
 allow if http.send({"method": "GET", "url": "http://127.0.0.1:1"}).status_code == 200`, "policy calls http.send, which is not deterministic"},
+		{"io.jwt.decode_verify reads the clock", nil, `package envoy.authz
+allow if {
+	[ok, _, _] := io.jwt.decode_verify(input.attributes.request.http.headers.authorization, {"secret": "s"})
+	ok
+}`, "policy calls io.jwt.decode_verify, which is not deterministic"},
+		{"x509 verification reads the clock", nil, `package envoy.authz
+allow if {
+	[ok, _] := crypto.x509.parse_and_verify_certificates(input.attributes.source.certificate)
+	ok
+}`, "policy calls crypto.x509.parse_and_verify_certificates, which is not deterministic"},
+		{"time.now_ns", nil, `package envoy.authz
+allow if time.now_ns() > 0`, "policy calls time.now_ns, which is not deterministic"},
+		{"print", nil, `package envoy.authz
+allow if print("x")`, "policy calls print()"},
 		{"whole headers", nil, `package envoy.authz
 allow if input.attributes.request.http.headers`, "policy reads all of input.attributes.request.http.headers"},
 	}
