@@ -9,6 +9,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/code"
 )
 
@@ -51,21 +52,26 @@ allow if {
 
 // BenchmarkCheck measures one Check in process (no gRPC), per path of the
 // request pipeline. Compare the sub-benchmarks side by side in one run.
+// Like `gatehouse authz` in the load harness (test/bench), the server logs
+// at level warn (no decision lines) and records metrics; the
+// "+decision-log" case logs every decision at info to a discarding handler.
 func BenchmarkCheck(b *testing.B) {
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cases := []struct {
 		name   string
 		policy string
 		token  bool
+		level  slog.Level
 		want   code.Code
 	}{
-		{name: "noop", policy: "package envoy.authz\n\ndecision := true\n", want: code.Code_OK},
-		{name: "rego-only", policy: benchRBAC, want: code.Code_UNAUTHENTICATED},
-		{name: "rs256-jwt+rego", policy: benchRBAC, token: true, want: code.Code_OK},
+		{name: "noop", policy: "package envoy.authz\n\ndecision := true\n", level: slog.LevelWarn, want: code.Code_OK},
+		{name: "rego-only", policy: benchRBAC, level: slog.LevelWarn, want: code.Code_UNAUTHENTICATED},
+		{name: "rs256-jwt+rego", policy: benchRBAC, token: true, level: slog.LevelWarn, want: code.Code_OK},
+		{name: "rs256-jwt+rego+decision-log", policy: benchRBAC, token: true, level: slog.LevelInfo, want: code.Code_OK},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
-			f := newFixture(b, WithLogger(quiet))
+			log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: c.level}))
+			f := newFixture(b, WithLogger(log), WithMetrics(NewMetrics(prometheus.NewRegistry())))
 			f.writePolicy(b, c.policy)
 			if err := f.engine.Reload(context.Background()); err != nil {
 				b.Fatal(err)

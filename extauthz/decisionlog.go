@@ -17,7 +17,11 @@ import (
 // logDecision writes one line per decision. It names who, what and why, but
 // never a credential: no headers, no query string (tokens travel there too),
 // no cookies.
+// Nothing is built when the decision logger is off (level above info).
 func (s *Server) logDecision(ctx context.Context, req *authv3.CheckRequest, id *identity.Identity, d *policy.Decision, out outcome, elapsed time.Duration) {
+	if !s.decisions.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
 	h := req.GetAttributes().GetRequest().GetHttp()
 	path, _, _ := strings.Cut(h.GetPath(), "?")
 	attrs := []slog.Attr{

@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,7 +13,18 @@ import (
 type Metrics struct {
 	decisions *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
+
+	// The series of each outcome, looked up in the vectors on first use and
+	// kept: a series appears on /metrics once it has been observed, as with
+	// a lookup per Check, without the label hashing per Check.
+	allowCount   atomic.Pointer[series[prometheus.Counter]]
+	allowLatency atomic.Pointer[series[prometheus.Observer]]
+	denyLatency  atomic.Pointer[series[prometheus.Observer]]
+	denyCount    [600]atomic.Pointer[series[prometheus.Counter]] // by HTTP status
 }
+
+// series holds one resolved child of a vector.
+type series[T any] struct{ m T }
 
 // NewMetrics creates the series and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -35,10 +47,26 @@ func (m *Metrics) observe(out outcome, elapsed time.Duration) {
 	if m == nil {
 		return
 	}
-	result, status := "allow", "200"
-	if !out.allowed {
-		result, status = "deny", strconv.Itoa(out.status)
+	if out.allowed {
+		resolve(&m.allowCount, func() prometheus.Counter { return m.decisions.WithLabelValues("allow", "200") }).Inc()
+		resolve(&m.allowLatency, func() prometheus.Observer { return m.latency.WithLabelValues("allow") }).Observe(elapsed.Seconds())
+		return
 	}
-	m.decisions.WithLabelValues(result, status).Inc()
-	m.latency.WithLabelValues(result).Observe(elapsed.Seconds())
+	if out.status >= 0 && out.status < len(m.denyCount) {
+		resolve(&m.denyCount[out.status], func() prometheus.Counter { return m.decisions.WithLabelValues("deny", strconv.Itoa(out.status)) }).Inc()
+	} else {
+		m.decisions.WithLabelValues("deny", strconv.Itoa(out.status)).Inc()
+	}
+	resolve(&m.denyLatency, func() prometheus.Observer { return m.latency.WithLabelValues("deny") }).Observe(elapsed.Seconds())
+}
+
+// resolve returns the series in p, looking it up with lookup the first time.
+// Racing first uses look up the same child, so either store is right.
+func resolve[T any](p *atomic.Pointer[series[T]], lookup func() T) T {
+	if s := p.Load(); s != nil {
+		return s.m
+	}
+	s := &series[T]{m: lookup()}
+	p.Store(s)
+	return s.m
 }

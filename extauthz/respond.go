@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -39,73 +41,193 @@ const (
 // than letting one user's claims overflow Envoy's header limits.
 const maxHeaderValue = 4096
 
+// Header slots of allow, one per suffix, numbered in the byte order of the
+// suffixes. Every full name shares HeaderOptions.Prefix, so this is also the
+// order of the full names: allow emits its headers sorted without sorting.
+const (
+	slotAssertion = iota
+	slotDecisionID
+	slotEmail
+	slotGroups
+	slotIssuer
+	slotKind
+	slotOnBehalfOfRoles
+	slotOnBehalfOfSubject
+	slotRoles
+	slotSPIFFEID
+	slotSubject
+	slotVerifiedBy
+	numSlots
+)
+
+// slotSuffixes returns the header suffix of every slot.
+func slotSuffixes() [numSlots]string {
+	return [numSlots]string{
+		slotAssertion:         hdrAssertion,
+		slotDecisionID:        hdrDecisionID,
+		slotEmail:             hdrEmail,
+		slotGroups:            hdrGroups,
+		slotIssuer:            hdrIssuer,
+		slotKind:              hdrKind,
+		slotOnBehalfOfRoles:   hdrOnBehalfOfRoles,
+		slotOnBehalfOfSubject: hdrOnBehalfOfSubject,
+		slotRoles:             hdrRoles,
+		slotSPIFFEID:          hdrSPIFFEID,
+		slotSubject:           hdrSubject,
+		slotVerifiedBy:        hdrVerifiedBy,
+	}
+}
+
+// slotNames returns the full header name of every slot under prefix.
+func slotNames(prefix string) [numSlots]string {
+	names := slotSuffixes()
+	for i := range names {
+		names[i] = prefix + names[i]
+	}
+	return names
+}
+
+// upstream are the headers an allowed request carries besides the identity,
+// set by propagate: the assertion and whom the request is on behalf of.
+type upstream struct {
+	assertion         string
+	onBehalfOfSubject string
+	onBehalfOfRoles   string
+}
+
+// headerSet is what allow sets under the prefix: a slot is set when it has a
+// value, and the decision id always is.
+type headerSet struct {
+	names *[numSlots]string
+	vals  [numSlots]string
+}
+
+func (h *headerSet) isSet(i int) bool { return i == slotDecisionID || h.vals[i] != "" }
+
+// get returns the value allow sets for the lower-case name, and whether it
+// sets the name at all.
+func (h *headerSet) get(name string) (string, bool) {
+	for i := range h.names {
+		if h.names[i] == name && h.isSet(i) {
+			return h.vals[i], true
+		}
+	}
+	return "", false
+}
+
 // allow builds the OK response: identity headers set (overwriting any the
 // client sent), client-sent headers under our prefix that we do not set
 // removed, and the policy's own headers and metadata.
-func (s *Server) allow(req *authv3.CheckRequest, id *identity.Identity, d *policy.Decision, upstream map[string]string) *authv3.CheckResponse {
-	set := map[string]string{}
-	for k, v := range upstream {
-		if v != "" {
-			set[s.headers.Prefix+k] = v
-		}
-	}
+func (s *Server) allow(req *authv3.CheckRequest, id *identity.Identity, d *policy.Decision, up upstream) *authv3.CheckResponse {
+	set := headerSet{names: &s.slotNames}
+	set.vals[slotAssertion] = up.assertion
+	set.vals[slotOnBehalfOfSubject] = up.onBehalfOfSubject
+	set.vals[slotOnBehalfOfRoles] = up.onBehalfOfRoles
 	if id != nil {
-		p := s.headers.Prefix
-		put := func(k, v string) {
-			if v != "" {
-				set[p+k] = v
-			}
-		}
-		put(hdrSubject, id.Subject)
-		put(hdrIssuer, id.Issuer)
-		put(hdrKind, string(id.Kind))
-		put(hdrRoles, strings.Join(id.Roles, ","))
-		put(hdrGroups, strings.Join(id.Groups, ","))
-		put(hdrEmail, id.Email)
-		put(hdrSPIFFEID, id.SPIFFEID)
-		put(hdrVerifiedBy, string(id.Method))
+		set.vals[slotSubject] = id.Subject
+		set.vals[slotIssuer] = id.Issuer
+		set.vals[slotKind] = string(id.Kind)
+		set.vals[slotRoles] = strings.Join(id.Roles, ",")
+		set.vals[slotGroups] = strings.Join(id.Groups, ",")
+		set.vals[slotEmail] = id.Email
+		set.vals[slotSPIFFEID] = id.SPIFFEID
+		set.vals[slotVerifiedBy] = string(id.Method)
 	}
-	set[s.headers.Prefix+hdrDecisionID] = d.ID
+	set.vals[slotDecisionID] = d.ID
+	nset := 0
+	for i := range numSlots {
+		if set.isSet(i) {
+			nset++
+		}
+	}
 
-	ok := &authv3.OkHttpResponse{}
+	r := &okResponse{}
+	hs := newHeaderOptions(len(d.Headers) + nset + len(d.ResponseHeaders))
+	ok := &r.ok
+	if n := len(d.Headers) + nset; n <= len(r.headers) {
+		ok.Headers = r.headers[:0:n]
+	} else {
+		ok.Headers = make([]*corev3.HeaderValueOption, 0, n)
+	}
 	// Policy headers first, identity headers last: policy cannot forge identity.
 	for _, h := range d.Headers {
 		name := strings.ToLower(h.Name)
 		if strings.HasPrefix(name, s.headers.Prefix) {
-			if _, ours := set[name]; ours {
+			if _, ours := set.get(name); ours {
 				continue
 			}
 		}
-		ok.Headers = append(ok.Headers, overwrite(name, h.Value))
+		ok.Headers = append(ok.Headers, hs.overwrite(name, h.Value))
 	}
-	for _, k := range sortedKeys(set) {
-		ok.Headers = append(ok.Headers, overwrite(k, set[k]))
+	for i := range numSlots {
+		if set.isSet(i) {
+			ok.Headers = append(ok.Headers, hs.overwrite(s.slotNames[i], set.vals[i]))
+		}
 	}
-	remove := map[string]bool{}
+	remove := r.remove[:0]
 	for name := range req.GetAttributes().GetRequest().GetHttp().GetHeaders() {
 		// Envoy sends names in lower case; a caller reaching the authz port
 		// directly may not, and header names are case-insensitive.
-		name = strings.ToLower(name)
-		if strings.HasPrefix(name, s.headers.Prefix) && set[name] == "" && !policySets(d, name) {
-			remove[name] = true
+		name, ours := lowerHasPrefix(name, s.headers.Prefix)
+		if !ours {
+			continue
+		}
+		if v, _ := set.get(name); v == "" && !policySets(d, name) {
+			remove = append(remove, name)
 		}
 	}
 	if s.headers.StripAuthorization {
-		remove["authorization"] = true
+		remove = append(remove, "authorization")
 	}
 	for _, name := range d.RemoveHeaders {
-		remove[strings.ToLower(name)] = true
+		remove = append(remove, strings.ToLower(name))
 	}
-	ok.HeadersToRemove = sortedKeys(remove)
-	for _, h := range d.ResponseHeaders {
-		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, overwrite(strings.ToLower(h.Name), h.Value))
+	switch {
+	case len(remove) == 0:
+		remove = nil
+	case len(remove) > 1:
+		slices.Sort(remove)
+		remove = slices.Compact(remove)
+	}
+	ok.HeadersToRemove = remove
+	if len(d.ResponseHeaders) > 0 {
+		ok.ResponseHeadersToAdd = make([]*corev3.HeaderValueOption, 0, len(d.ResponseHeaders))
+		for _, h := range d.ResponseHeaders {
+			ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, hs.overwrite(strings.ToLower(h.Name), h.Value))
+		}
 	}
 	ok.QueryParametersToRemove = d.RemoveQueryParams
-	return &authv3.CheckResponse{
-		Status:          &rpcstatus.Status{Code: int32(code.Code_OK)},
-		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
-		DynamicMetadata: metadata(d),
-	}
+	r.status.Code = int32(code.Code_OK)
+	r.http.OkResponse = ok
+	r.resp.Status, r.resp.HttpResponse = &r.status, &r.http
+	r.resp.DynamicMetadata = metadataInto(&r.meta, &r.strs, d)
+	return &r.resp
+}
+
+// okResponse is an allowed CheckResponse with its parts, allocated
+// together; headers and remove back the usual short lists.
+type okResponse struct {
+	resp    authv3.CheckResponse
+	status  rpcstatus.Status
+	http    authv3.CheckResponse_OkResponse
+	ok      authv3.OkHttpResponse
+	meta    structpb.Struct
+	strs    metadataStrings
+	headers [12]*corev3.HeaderValueOption
+	remove  [2]string
+}
+
+// deniedResponse is a denied CheckResponse with its parts, allocated
+// together.
+type deniedResponse struct {
+	resp    authv3.CheckResponse
+	status  rpcstatus.Status
+	http    authv3.CheckResponse_DeniedResponse
+	denied  authv3.DeniedHttpResponse
+	code    typev3.HttpStatus
+	meta    structpb.Struct
+	strs    metadataStrings
+	headers [3]*corev3.HeaderValueOption
 }
 
 // propagate adds the assertion to an allowed request. An edge signs the
@@ -116,10 +238,10 @@ func (s *Server) allow(req *authv3.CheckRequest, id *identity.Identity, d *polic
 func (s *Server) propagate(h hop, id *identity.Identity, obo *assertion.Assertion, d *policy.Decision, out *outcome) {
 	switch {
 	case h.sidecar && obo != nil:
-		out.upstream = map[string]string{
-			hdrAssertion:         obo.Token,
-			hdrOnBehalfOfSubject: obo.Identity.Subject,
-			hdrOnBehalfOfRoles:   strings.Join(obo.Identity.Roles, ","),
+		out.upstream = upstream{
+			assertion:         obo.Token,
+			onBehalfOfSubject: obo.Identity.Subject,
+			onBehalfOfRoles:   strings.Join(obo.Identity.Roles, ","),
 		}
 	case !h.sidecar && s.minter != nil && h.service != "" && id != nil && id.Subject != "":
 		tok, err := s.minter.Mint(assertion.Statement{Identity: id, Service: h.service, DecisionID: d.ID, PolicyRevision: d.Revision})
@@ -132,7 +254,7 @@ func (s *Server) propagate(h hop, id *identity.Identity, obo *assertion.Assertio
 			// Cutting it would only make the next hop refuse it.
 			*out = outcome{status: http.StatusServiceUnavailable, reason: fmt.Sprintf("cannot mint assertion: %d bytes, over the %d-byte header limit", len(tok), maxHeaderValue)}
 		default:
-			out.upstream = map[string]string{hdrAssertion: tok}
+			out.upstream = upstream{assertion: tok}
 		}
 	}
 }
@@ -144,67 +266,223 @@ func (s *Server) deny(d *policy.Decision, out outcome) *authv3.CheckResponse {
 	if status < 300 || status > 599 {
 		status = http.StatusForbidden
 	}
-	denied := &authv3.DeniedHttpResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode(status)}}
+	r := &deniedResponse{}
+	r.code.Code = typev3.StatusCode(status)
+	denied := &r.denied
+	denied.Status = &r.code
 	decisionID := ""
+	var policyHeaders []policy.Header
 	if d != nil {
-		decisionID = d.ID
+		decisionID, policyHeaders = d.ID, d.Headers
 	}
-	body := ""
-	if d != nil && d.Body != "" {
-		body = d.Body
+	ownBody := d == nil || d.Body == ""
+	n := len(policyHeaders)
+	if ownBody {
+		n++
+	}
+	if status == http.StatusUnauthorized {
+		n++
+	}
+	hs := newHeaderOptions(n)
+	switch {
+	case n > len(r.headers):
+		denied.Headers = make([]*corev3.HeaderValueOption, 0, n)
+	case n > 0:
+		denied.Headers = r.headers[:0:n]
+	}
+	if ownBody {
+		denied.Body = denyBody(status, decisionID)
+		denied.Headers = append(denied.Headers, hs.overwrite("content-type", "application/json"))
 	} else {
-		msg := map[string]string{"error": strings.ToLower(http.StatusText(status))}
-		if decisionID != "" {
-			msg["decision_id"] = decisionID
-		}
-		b, _ := json.Marshal(msg)
-		body = string(b)
-		denied.Headers = append(denied.Headers, overwrite("content-type", "application/json"))
+		denied.Body = d.Body
 	}
-	denied.Body = body
 	if status == http.StatusUnauthorized {
 		challenge := `Bearer`
 		if out.invalidToken {
 			challenge = `Bearer error="invalid_token"`
 		}
-		denied.Headers = append(denied.Headers, overwrite("www-authenticate", challenge))
+		denied.Headers = append(denied.Headers, hs.overwrite("www-authenticate", challenge))
 	}
-	if d != nil {
-		for _, h := range d.Headers {
-			denied.Headers = append(denied.Headers, overwrite(strings.ToLower(h.Name), h.Value))
-		}
+	for _, h := range policyHeaders {
+		denied.Headers = append(denied.Headers, hs.overwrite(strings.ToLower(h.Name), h.Value))
 	}
 	grpcCode := code.Code_PERMISSION_DENIED
 	if status == http.StatusUnauthorized {
 		grpcCode = code.Code_UNAUTHENTICATED
 	}
-	return &authv3.CheckResponse{
-		Status:          &rpcstatus.Status{Code: int32(grpcCode)},
-		HttpResponse:    &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied},
-		DynamicMetadata: metadata(d),
+	r.status.Code = int32(grpcCode)
+	r.http.DeniedResponse = denied
+	r.resp.Status, r.resp.HttpResponse = &r.status, &r.http
+	r.resp.DynamicMetadata = metadataInto(&r.meta, &r.strs, d)
+	return &r.resp
+}
+
+// denyBody is the JSON body of a deny the policy gave no body for:
+// {"decision_id": ..., "error": <lower-case status text>}, the decision id
+// left out when empty. It is exactly what json.Marshal makes of that map;
+// strings JSON would escape take that slower path.
+func denyBody(status int, decisionID string) string {
+	text := http.StatusText(status)
+	if !jsonPlain(text) || !jsonPlain(decisionID) {
+		msg := map[string]string{"error": strings.ToLower(text)}
+		if decisionID != "" {
+			msg["decision_id"] = decisionID
+		}
+		b, _ := json.Marshal(msg)
+		return string(b)
 	}
+	var b strings.Builder
+	b.Grow(len(`{"decision_id":"","error":""}`) + len(decisionID) + len(text))
+	b.WriteByte('{')
+	if decisionID != "" {
+		b.WriteString(`"decision_id":"`)
+		b.WriteString(decisionID)
+		b.WriteString(`",`)
+	}
+	b.WriteString(`"error":"`)
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
+	b.WriteString(`"}`)
+	return b.String()
+}
+
+// jsonPlain reports whether encoding/json writes s inside quotes unchanged:
+// printable ASCII other than the quote, the backslash and the HTML
+// characters it escapes.
+func jsonPlain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // metadata is the dynamic metadata Envoy attaches to the request (and can
-// log): the policy's own, plus the decision id.
+// log): the policy's own, plus the decision id. It is what structpb.NewStruct
+// makes of the policy's map with decision_id and policy_revision put in
+// (only the decision id when the policy's values cannot be held), built
+// without the intermediate map.
 func metadata(d *policy.Decision) *structpb.Struct {
+	return metadataInto(new(structpb.Struct), new(metadataStrings), d)
+}
+
+// metadataStrings hold the decision id and policy revision values of a
+// metadata Struct.
+type metadataStrings [2]stringValueBox
+
+// metadataInto is metadata built in st, an empty Struct, with its own
+// values in strs; it returns st, or another Struct or nil as metadata does.
+func metadataInto(st *structpb.Struct, strs *metadataStrings, d *policy.Decision) *structpb.Struct {
 	if d == nil {
 		return nil
 	}
-	m := map[string]any{}
+	st.Fields = make(map[string]*structpb.Value, len(d.DynamicMetadata)+2)
 	for k, v := range d.DynamicMetadata {
-		m[k] = v
+		if k == "decision_id" || k == "policy_revision" && d.Revision != "" {
+			continue // replaced by ours below
+		}
+		pv, err := structValue(k, v)
+		if err != nil {
+			// The policy returned something structpb cannot hold; keep ours.
+			return decisionIDOnly(d.ID)
+		}
+		st.Fields[k] = pv
 	}
-	m["decision_id"] = d.ID
+	id, ok := strs[0].set(d.ID)
+	if !ok {
+		return nil // what structpb.NewStruct makes of an id it cannot hold
+	}
+	st.Fields["decision_id"] = id
 	if d.Revision != "" {
-		m["policy_revision"] = d.Revision
-	}
-	st, err := structpb.NewStruct(m)
-	if err != nil {
-		// The policy returned something structpb cannot hold; keep ours.
-		st, _ = structpb.NewStruct(map[string]any{"decision_id": d.ID})
+		rev, ok := strs[1].set(d.Revision)
+		if !ok {
+			return decisionIDOnly(d.ID)
+		}
+		st.Fields["policy_revision"] = rev
 	}
 	return st
+}
+
+// structValue converts one entry of a Struct as structpb.NewStruct does.
+func structValue(k string, v any) (*structpb.Value, error) {
+	if !utf8.ValidString(k) {
+		return nil, fmt.Errorf("invalid UTF-8 in key %q", k)
+	}
+	if s, ok := v.(string); ok {
+		if pv, ok := stringValue(s); ok {
+			return pv, nil
+		}
+	}
+	return structpb.NewValue(v)
+}
+
+func decisionIDOnly(id string) *structpb.Struct {
+	v, ok := stringValue(id)
+	if !ok {
+		return nil
+	}
+	return &structpb.Struct{Fields: map[string]*structpb.Value{"decision_id": v}}
+}
+
+// stringValue is structpb.NewValue(s) for a string, in one allocation
+// instead of two; false when s is not valid UTF-8, which NewValue refuses.
+func stringValue(s string) (*structpb.Value, bool) {
+	return new(stringValueBox).set(s)
+}
+
+// stringValueBox is a string Value with its oneof wrapper.
+type stringValueBox struct {
+	v structpb.Value
+	k structpb.Value_StringValue
+}
+
+// set makes b the Value of s, as structpb.NewValue(s) does; false when s
+// is not valid UTF-8.
+func (b *stringValueBox) set(s string) (*structpb.Value, bool) {
+	if !utf8.ValidString(s) {
+		return nil, false
+	}
+	b.k.StringValue = s
+	b.v.Kind = &b.k
+	return &b.v, true
+}
+
+// headerOptions hands out the HeaderValueOptions of one response from a
+// block allocated once, instead of two allocations per header.
+type headerOptions struct {
+	free []headerOption
+}
+
+type headerOption struct {
+	opt corev3.HeaderValueOption
+	val corev3.HeaderValue
+}
+
+func newHeaderOptions(n int) headerOptions {
+	if n <= 0 {
+		return headerOptions{}
+	}
+	return headerOptions{free: make([]headerOption, n)}
+}
+
+// overwrite is overwrite(k, v) from the block (a fresh allocation once the
+// block is used up).
+func (h *headerOptions) overwrite(k, v string) *corev3.HeaderValueOption {
+	if len(h.free) == 0 {
+		return overwrite(k, v)
+	}
+	o := &h.free[0]
+	h.free = h.free[1:]
+	o.val.Key, o.val.Value = k, cleanHeaderValue(v)
+	o.opt.Header, o.opt.AppendAction = &o.val, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+	return &o.opt
 }
 
 func overwrite(k, v string) *corev3.HeaderValueOption {
@@ -220,12 +498,51 @@ func cleanHeaderValue(v string) string {
 	if len(v) > maxHeaderValue {
 		v = v[:maxHeaderValue]
 	}
+	if headerValueClean(v) {
+		return v
+	}
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 && r != '\t' || r == 0x7f {
 			return -1
 		}
 		return r
 	}, v)
+}
+
+// headerValueClean reports whether cleanHeaderValue would return v as it
+// is: printable ASCII and tabs only. Anything else, including valid UTF-8,
+// takes the strings.Map path, which also turns invalid UTF-8 into U+FFFD.
+func headerValueClean(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < 0x20 && c != '\t') || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// lowerHasPrefix is strings.HasPrefix(strings.ToLower(name), prefix),
+// returning the lower-cased name when true. Most names are told apart in
+// their first bytes without lower-casing them whole: while those bytes are
+// ASCII, each lower-cases to one byte at the same offset.
+func lowerHasPrefix(name, prefix string) (string, bool) {
+	for i := 0; i < len(prefix); i++ {
+		if i == len(name) {
+			return "", false // all ASCII: lower-casing keeps the length
+		}
+		c := name[i]
+		if c >= utf8.RuneSelf {
+			lower := strings.ToLower(name)
+			return lower, strings.HasPrefix(lower, prefix)
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return "", false
+		}
+	}
+	return strings.ToLower(name), true
 }
 
 func policySets(d *policy.Decision, name string) bool {

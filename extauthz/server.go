@@ -48,6 +48,10 @@ type Server struct {
 	login     BrowserLogin      // nil: no browser login (see session.go)
 	minter    AssertionMinter   // nil: edges add no assertion (see respond.go)
 	asserts   AssertionVerifier // nil: sidecars refuse every assertion
+
+	// slotNames are the full names of the headers allow sets, from
+	// headers.Prefix (see respond.go).
+	slotNames [numSlots]string
 }
 
 // HeaderOptions controls the headers an allowed request carries upstream.
@@ -104,6 +108,7 @@ func New(p Policy, opts ...Option) *Server {
 		o(s)
 	}
 	s.decisions = s.log.With("logger", "decision")
+	s.slotNames = slotNames(s.headers.Prefix)
 	return s
 }
 
@@ -115,8 +120,14 @@ func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g
 // come from Gatehouse, so every failure is a deny response.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := s.now()
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
+	// A deadline of the caller's that comes first already bounds the Check
+	// (Envoy sends its ext_authz timeout as the gRPC deadline); only a later
+	// or missing one needs a timer of ours.
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > s.timeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+	}
 
 	ls := s.newLoginState(req)
 	if resp := s.interceptLogin(ctx, req, ls, start); resp != nil {
@@ -171,9 +182,9 @@ type outcome struct {
 	status       int    // HTTP status on deny
 	reason       string // for the decision log, never sent to the client
 	invalidToken bool   // presented credentials failed verification
-	// upstream are extra headers (suffixes after the prefix) set on allow:
-	// the assertion and whom the request is on behalf of.
-	upstream map[string]string
+	// upstream are the extra headers set on allow: the assertion and whom
+	// the request is on behalf of.
+	upstream upstream
 }
 
 func (s *Server) finish(ctx context.Context, req *authv3.CheckRequest, id *identity.Identity, d *policy.Decision, out outcome, start time.Time, ls *loginState) *authv3.CheckResponse {

@@ -36,7 +36,8 @@ type cacheShard struct {
 type cacheEntry struct {
 	key   cacheKey
 	res   *Result
-	until time.Time
+	until time.Time // expiry: min(exp, stored + maxTTL)
+	from  time.Time // not served before: max(nbf, iat) - skew; zero without either
 }
 
 func newResultCache(size int, maxTTL time.Duration) *resultCache {
@@ -56,7 +57,11 @@ func (c *resultCache) shard(k *cacheKey) *cacheShard {
 	return &c.shards[k[0]%cacheShards]
 }
 
-// get returns the cached result unless it has reached its expiry.
+// get returns the cached result while now is inside the window it was
+// stored for: before its expiry (exp, or maxTTL after it was stored), and
+// not before the earliest time its nbf and iat allow, so a clock stepped
+// back does not accept from the cache what verification would refuse. A
+// result outside its window is dropped.
 func (c *resultCache) get(k *cacheKey, now time.Time) (*Result, bool) {
 	s := c.shard(k)
 	s.mu.Lock()
@@ -66,7 +71,7 @@ func (c *resultCache) get(k *cacheKey, now time.Time) (*Result, bool) {
 		return nil, false
 	}
 	e := el.Value.(*cacheEntry)
-	if !now.Before(e.until) {
+	if !now.Before(e.until) || now.Before(e.from) {
 		s.ll.Remove(el)
 		delete(s.m, *k)
 		return nil, false
@@ -76,8 +81,15 @@ func (c *resultCache) get(k *cacheKey, now time.Time) (*Result, bool) {
 }
 
 // put stores res until min(exp, now+maxTTL); nothing is stored if that is
-// not in the future.
-func (c *resultCache) put(k *cacheKey, res *Result, now time.Time) {
+// not in the future. skew is the issuer's clock skew, with which nbf and
+// iat were checked.
+func (c *resultCache) put(k *cacheKey, res *Result, now time.Time, skew time.Duration) {
+	var from time.Time // earliest time nbf and iat accept: both <= t+skew
+	for _, t := range [...]time.Time{res.NotBefore, res.IssuedAt} {
+		if !t.IsZero() && t.Add(-skew).After(from) {
+			from = t.Add(-skew)
+		}
+	}
 	until := res.Expiry
 	if c.maxTTL > 0 {
 		if lim := now.Add(c.maxTTL); lim.Before(until) {
@@ -92,11 +104,11 @@ func (c *resultCache) put(k *cacheKey, res *Result, now time.Time) {
 	defer s.mu.Unlock()
 	if el, ok := s.m[*k]; ok {
 		e := el.Value.(*cacheEntry)
-		e.res, e.until = res, until
+		e.res, e.until, e.from = res, until, from
 		s.ll.MoveToFront(el)
 		return
 	}
-	s.m[*k] = s.ll.PushFront(&cacheEntry{key: *k, res: res, until: until})
+	s.m[*k] = s.ll.PushFront(&cacheEntry{key: *k, res: res, until: until, from: from})
 	for s.ll.Len() > s.max {
 		old := s.ll.Back()
 		s.ll.Remove(old)

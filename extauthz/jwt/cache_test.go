@@ -3,7 +3,9 @@ package jwt
 import (
 	"context"
 	"crypto/elliptic"
+	"crypto/sha256"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -100,7 +102,7 @@ func TestCacheIsBounded(t *testing.T) {
 		k := cacheKey{}
 		copy(k[:], fmt.Sprintf("%032d", i))
 		k[0] = byte(i)
-		c.put(&k, res, now)
+		c.put(&k, res, now, 0)
 	}
 	if n := c.len(); n > 64 {
 		t.Fatalf("cache holds %d entries, limit 64", n)
@@ -182,5 +184,79 @@ func benchmarkVerify(b *testing.B, k testKey, cached bool) {
 			b.Fatal(err)
 		}
 		i++
+	}
+}
+
+// TestCacheHitKeepsNotBeforeWindow: a cached result is served only while
+// verification would accept the token's nbf and iat, so a clock stepped
+// back does not get from the cache what verification refuses.
+func TestCacheHitKeepsNotBeforeWindow(t *testing.T) {
+	tests := []struct {
+		name string
+		nbf  time.Duration // from the first Verify (iat is at it); 0: no nbf
+		back time.Duration // clock stepped back before the second Verify
+		want Reason        // "" for a cache hit
+	}{
+		{name: "no step", nbf: 30 * time.Second},
+		{name: "nbf at the skew bound", nbf: 30 * time.Second, back: 30 * time.Second},
+		{name: "nbf past the skew bound", nbf: 30 * time.Second, back: 31 * time.Second, want: ReasonNotYetValid},
+		{name: "iat at the skew bound", back: DefaultClockSkew},
+		{name: "iat past the skew bound", back: DefaultClockSkew + time.Second, want: ReasonIssuedInFuture},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := rsaTestKey("a", "RS256", 0)
+			idp := newTestIdP(t, a)
+			clock := newTestClock()
+			v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)})
+			ctx := context.Background()
+			c := claimsFor(idp.issuer(), clock.Now())
+			delete(c, "nbf")
+			if tc.nbf != 0 {
+				c["nbf"] = clock.Now().Add(tc.nbf).Unix()
+			}
+			tok := a.token(t, c, nil)
+			first, err := v.Verify(ctx, tok)
+			must(t, err)
+			clock.Advance(-tc.back)
+			second, err := v.Verify(ctx, tok)
+			if tc.want != "" {
+				wantReason(t, err, tc.want)
+				return
+			}
+			must(t, err)
+			if second != first {
+				t.Error("not served from the cache")
+			}
+		})
+	}
+}
+
+func TestCacheKeyIsSHA256OfToken(t *testing.T) {
+	for _, n := range []int{0, 1, 700, stackHashBytes - 1, stackHashBytes, stackHashBytes + 1, 3 * stackHashBytes} {
+		tok := strings.Repeat("a.b-c_", n/6+1)[:n]
+		if got, want := cacheKeyOf(tok), cacheKey(sha256.Sum256([]byte(tok))); got != want {
+			t.Errorf("%d bytes: key %x, want %x", n, got, want)
+		}
+	}
+}
+
+// TestCacheHitDoesNotAllocate pins the cost of a repeated token: hashing and
+// a map lookup, no parsing and no allocation.
+func TestCacheHitDoesNotAllocate(t *testing.T) {
+	a := rsaTestKey("a", "RS256", 0)
+	idp := newTestIdP(t, a)
+	clock := newTestClock()
+	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)})
+	ctx := context.Background()
+	tok := a.token(t, claimsFor(idp.issuer(), clock.Now()), nil)
+	_, err := v.Verify(ctx, tok)
+	must(t, err)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := v.Verify(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("cache hit allocates %v times", n)
 	}
 }

@@ -1,13 +1,9 @@
 package jwt
 
 import (
-	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"io"
 	"strings"
-	"unicode/utf8"
 )
 
 // Limits on the JOSE header and claims JSON. Tokens are already bounded by
@@ -205,105 +201,6 @@ func thumbprintHeader(raw map[string]any, name string, size int) ([]byte, error)
 		return nil, fail(ReasonMalformed, "header %s is not a base64url %d-byte thumbprint", name, size)
 	}
 	return d, nil
-}
-
-// decodeStrictObject decodes one JSON object, rejecting what encoding/json
-// silently tolerates: duplicate member names (it keeps the last, another
-// parser may keep the first), invalid UTF-8 (it substitutes U+FFFD), trailing
-// data, and nesting deeper than maxJSONDepth. Numbers stay json.Number so
-// large integer claims keep their precision.
-func decodeStrictObject(data []byte) (map[string]any, error) {
-	if !utf8.Valid(data) {
-		return nil, fail(ReasonMalformed, "JSON is not valid UTF-8")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, fail(ReasonMalformed, "JSON: %w", err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, fail(ReasonMalformed, "JSON is not an object")
-	}
-	obj, err := readObject(dec, 1)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, fail(ReasonMalformed, "trailing data after JSON object")
-	}
-	return obj, nil
-}
-
-func readObject(dec *json.Decoder, depth int) (map[string]any, error) {
-	if depth > maxJSONDepth {
-		return nil, fail(ReasonMalformed, "JSON nested deeper than %d", maxJSONDepth)
-	}
-	obj := make(map[string]any)
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, fail(ReasonMalformed, "JSON: %w", err)
-		}
-		if d, ok := tok.(json.Delim); ok && d == '}' {
-			return obj, nil
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return nil, fail(ReasonMalformed, "JSON object key is not a string")
-		}
-		if _, dup := obj[key]; dup {
-			// The name is attacker-chosen: do not echo it.
-			return nil, fail(ReasonDuplicateKey, "JSON object repeats a member name")
-		}
-		vtok, err := dec.Token()
-		if err != nil {
-			return nil, fail(ReasonMalformed, "JSON: %w", err)
-		}
-		v, err := readValue(dec, vtok, depth)
-		if err != nil {
-			return nil, err
-		}
-		obj[key] = v
-	}
-}
-
-func readArray(dec *json.Decoder, depth int) ([]any, error) {
-	if depth > maxJSONDepth {
-		return nil, fail(ReasonMalformed, "JSON nested deeper than %d", maxJSONDepth)
-	}
-	arr := []any{}
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, fail(ReasonMalformed, "JSON: %w", err)
-		}
-		if d, ok := tok.(json.Delim); ok && d == ']' {
-			return arr, nil
-		}
-		v, err := readValue(dec, tok, depth)
-		if err != nil {
-			return nil, err
-		}
-		arr = append(arr, v)
-	}
-}
-
-func readValue(dec *json.Decoder, tok json.Token, depth int) (any, error) {
-	switch t := tok.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			return readObject(dec, depth+1)
-		case '[':
-			return readArray(dec, depth+1)
-		}
-		return nil, fail(ReasonMalformed, "JSON: unexpected %v", t)
-	case string, json.Number, bool, nil:
-		return t, nil
-	default:
-		return nil, fail(ReasonMalformed, "JSON: unexpected token")
-	}
 }
 
 // annotate prefixes the cause of a *Error with where it happened, keeping

@@ -376,7 +376,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Result, error) {
 	now := v.now()
 	var key cacheKey
 	if v.cache != nil {
-		key = sha256.Sum256([]byte(token))
+		key = cacheKeyOf(token)
 		if res, ok := v.cache.get(&key, now); ok {
 			return res, nil
 		}
@@ -385,10 +385,26 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v.cache != nil {
-		v.cache.put(&key, res, now)
+	if ic := v.issuers[res.Issuer]; v.cache != nil && ic != nil {
+		v.cache.put(&key, res, now, ic.skew)
 	}
 	return res, nil
+}
+
+// stackHashBytes is the longest token cacheKeyOf hashes from a stack copy;
+// real tokens are well under it.
+const stackHashBytes = 2048
+
+// cacheKeyOf is the cache key of token: its SHA-256, so the cache never
+// holds the token, and comparing keys says nothing about a token's bytes.
+// The common short token is copied to the stack for hashing instead of the
+// heap.
+func cacheKeyOf(token string) cacheKey {
+	if len(token) <= stackHashBytes {
+		var buf [stackHashBytes]byte
+		return sha256.Sum256(append(buf[:0], token...))
+	}
+	return sha256.Sum256([]byte(token))
 }
 
 func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (*Result, error) {
