@@ -77,6 +77,7 @@ FUZZMINIMIZE ?= 0
 FUZZ_TARGETS = \
 	./extauthz/jwt:FuzzParseCompact \
 	./extauthz/jwt:FuzzVerify \
+	./extauthz/jwt:FuzzDecodeStrictObject \
 	./extauthz/policy:FuzzBuildInput \
 	./extauthz/identity:FuzzParsePeer \
 	./extauthz/oidc:FuzzDecodeCookie \
