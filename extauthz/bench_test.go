@@ -2,9 +2,16 @@ package extauthz
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
+	"net/url"
 	"testing"
 	"time"
 
@@ -60,12 +67,14 @@ func BenchmarkCheck(b *testing.B) {
 		name   string
 		policy string
 		token  bool
+		peer   bool // the caller's mTLS certificate, as a sidecar hop sees it
 		level  slog.Level
 		want   code.Code
 	}{
 		{name: "noop", policy: "package envoy.authz\n\ndecision := true\n", level: slog.LevelWarn, want: code.Code_OK},
 		{name: "rego-only", policy: benchRBAC, level: slog.LevelWarn, want: code.Code_UNAUTHENTICATED},
 		{name: "rs256-jwt+rego", policy: benchRBAC, token: true, level: slog.LevelWarn, want: code.Code_OK},
+		{name: "mtls-peer+rego", policy: benchRBAC, peer: true, level: slog.LevelWarn, want: code.Code_PERMISSION_DENIED},
 		{name: "rs256-jwt+rego+decision-log", policy: benchRBAC, token: true, level: slog.LevelInfo, want: code.Code_OK},
 	}
 	for _, c := range cases {
@@ -81,6 +90,11 @@ func BenchmarkCheck(b *testing.B) {
 				authz = "Bearer " + f.idp.Token(b, userClaims(f.idp, "reader"))
 			}
 			req := realisticRequest(authz)
+			if c.peer {
+				req.Attributes.Source = &authv3.AttributeContext_Peer{
+					Principal: "spiffe://gatehouse.local/sidecar/orders", Certificate: benchPeerCert(b, "spiffe://gatehouse.local/sidecar/orders"),
+				}
+			}
 			check := func() {
 				resp, err := f.server.Check(context.Background(), req)
 				if err != nil || code.Code(resp.GetStatus().GetCode()) != c.want {
@@ -97,6 +111,25 @@ func BenchmarkCheck(b *testing.B) {
 			})
 		})
 	}
+}
+
+// benchPeerCert is the URL-encoded PEM of a workload certificate with one
+// SPIFFE URI SAN, as Envoy forwards it with include_peer_certificate.
+func benchPeerCert(b *testing.B, spiffeID string) string {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	u, err := url.Parse(spiffeID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), URIs: []*url.URL{u}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return url.QueryEscape(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
 }
 
 // BenchmarkCheckDistinctTokens verifies a new RS256 token on every call, so

@@ -36,7 +36,7 @@ var (
 func (s *Server) identify(ctx context.Context, req *authv3.CheckRequest, ls *loginState) (*identity.Identity, error) {
 	attrs := req.GetAttributes()
 	src := attrs.GetSource()
-	peer, err := identity.ParsePeer(src.GetCertificate(), src.GetPrincipal())
+	peer, err := s.peers.Parse(src.GetCertificate(), src.GetPrincipal())
 	if err != nil {
 		// Envoy validated this certificate; if we cannot read it, something
 		// between us is wrong, and guessing would fail open.

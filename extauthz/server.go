@@ -48,6 +48,7 @@ type Server struct {
 	login     BrowserLogin      // nil: no browser login (see session.go)
 	minter    AssertionMinter   // nil: edges add no assertion (see respond.go)
 	asserts   AssertionVerifier // nil: sidecars refuse every assertion
+	peers     *identity.PeerCache
 
 	// slotNames are the full names of the headers allow sets, from
 	// headers.Prefix (see respond.go).
@@ -103,6 +104,7 @@ func New(p Policy, opts ...Option) *Server {
 		headers: HeaderOptions{Prefix: "x-gatehouse-"},
 		log:     slog.Default(),
 		now:     time.Now,
+		peers:   identity.NewPeerCache(identity.DefaultPeerCacheSize),
 	}
 	for _, o := range opts {
 		o(s)
