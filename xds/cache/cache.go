@@ -94,13 +94,32 @@ var _ gcache.Cache = (*Cache)(nil)
 // and nothing else; every SDS secret referenced over ADS exists and nothing
 // else); otherwise an error is returned and the last good snapshot stays.
 func (c *Cache) SetResources(ctx context.Context, nodeID string, byType map[resource.Type][]types.Resource) error {
-	if nodeID == "" {
-		return errors.New("set resources: empty node id")
+	if err := checkTypes(nodeID, byType); err != nil {
+		return err
 	}
-	for t := range byType {
-		if !slices.Contains(snapshotTypes[:], t) {
-			return fmt.Errorf("set resources for %q: unsupported type %q", nodeID, t)
+	encoded := make(map[resource.Type][]*Encoded, len(byType))
+	for t, items := range byType {
+		list := make([]*Encoded, 0, len(items))
+		for _, r := range items {
+			e, err := Encode(t, r)
+			if err != nil {
+				return fmt.Errorf("set resources for %q: %s: %w", nodeID, t, err)
+			}
+			list = append(list, e)
 		}
+		encoded[t] = list
+	}
+	return c.SetEncoded(ctx, nodeID, encoded)
+}
+
+// SetEncoded is SetResources for resources encoded with Encode (secrets
+// with EncodeSecret), which may be shared between nodes and kept across
+// changes: each distinct resource is then marshaled and hashed once, not
+// once per node. A type whose content is unchanged keeps its current
+// content object, so its open watches are not even visited.
+func (c *Cache) SetEncoded(ctx context.Context, nodeID string, byType map[resource.Type][]*Encoded) error {
+	if err := checkTypes(nodeID, byType); err != nil {
+		return err
 	}
 	c.setMu.Lock()
 	defer c.setMu.Unlock()
@@ -111,23 +130,48 @@ func (c *Cache) SetResources(ctx context.Context, nodeID string, byType map[reso
 		versions: map[resource.Type]string{},
 		data:     map[resource.Type]*typeData{},
 	}
+	// same marks the types whose content is prev's.
+	same := map[resource.Type]bool{}
 	for _, t := range snapshotTypes {
 		items, given := byType[t]
-		if !given && prev != nil {
+		if prev != nil && !given {
 			next.byType[t], next.versions[t], next.data[t] = prev.byType[t], prev.versions[t], prev.data[t]
+			same[t] = true
 			continue
 		}
-		td, err := newTypeData(t, items)
+		if prev != nil && prev.data[t].holds(items) {
+			// The very encodings already served: equal content without
+			// hashing it again.
+			next.byType[t], next.versions[t], next.data[t] = prev.byType[t], prev.versions[t], prev.data[t]
+			same[t] = true
+			continue
+		}
+		td, err := typeDataOf(t, items)
 		if err != nil {
 			return fmt.Errorf("set resources for %q: %s: %w", nodeID, t, err)
 		}
-		next.byType[t], next.versions[t], next.data[t] = slices.Clone(items), td.version, td
+		if prev != nil && prev.data[t] != nil && prev.versions[t] == td.version {
+			// Equal versions are equal content: keep the object open
+			// watches were answered with.
+			next.byType[t], next.versions[t], next.data[t] = prev.byType[t], prev.versions[t], prev.data[t]
+			same[t] = true
+			continue
+		}
+		next.byType[t], next.versions[t], next.data[t] = td.resources(), td.version, td
 	}
-	ref, err := ReferencedSecrets(next.byType[resource.ListenerType], next.byType[resource.ClusterType])
-	if err != nil {
-		return fmt.Errorf("set resources for %q: %w", nodeID, err)
+	if prev != nil && len(same) == len(snapshotTypes) {
+		// Nothing changed: nothing to check, label or push.
+		return nil
 	}
-	next.referenced = ref
+	if same[resource.ListenerType] && same[resource.ClusterType] {
+		next.referenced = prev.referenced
+	} else {
+		ref, err := referencedSecrets(next.data[resource.ListenerType], next.data[resource.ClusterType])
+		if err != nil {
+			return fmt.Errorf("set resources for %q: %w", nodeID, err)
+		}
+		next.referenced = ref
+	}
 	labels, err := secretLabels(next.data[resource.SecretType], nil)
 	if err != nil {
 		return fmt.Errorf("set resources for %q: %w", nodeID, err)
@@ -135,16 +179,65 @@ func (c *Cache) SetResources(ctx context.Context, nodeID string, byType map[reso
 	if err := checkSecrets(next.referenced, next.byType[resource.SecretType]); err != nil {
 		return fmt.Errorf("node %q: %w", nodeID, err)
 	}
-	if err := consistent(next); err != nil {
-		return fmt.Errorf("node %q: inconsistent snapshot: %w", nodeID, err)
+	// Secrets play no part in this check; unchanged content passed it.
+	if !same[resource.ListenerType] || !same[resource.RouteType] || !same[resource.ClusterType] || !same[resource.EndpointType] {
+		if err := consistent(next); err != nil {
+			return fmt.Errorf("node %q: inconsistent snapshot: %w", nodeID, err)
+		}
 	}
 	return c.publish(ctx, nodeID, next, labels)
+}
+
+// checkTypes refuses an empty node id and types a snapshot does not hold.
+func checkTypes[T any](nodeID string, byType map[resource.Type][]T) error {
+	if nodeID == "" {
+		return errors.New("set resources: empty node id")
+	}
+	for t := range byType {
+		if !slices.Contains(snapshotTypes[:], t) {
+			return fmt.Errorf("set resources for %q: unsupported type %q", nodeID, t)
+		}
+	}
+	return nil
+}
+
+// referencedSecrets is ReferencedSecrets over encoded listeners and
+// clusters, each resource's references computed once.
+func referencedSecrets(listeners, clusters *typeData) ([]string, error) {
+	set := map[string]struct{}{}
+	for _, td := range []*typeData{clusters, listeners} {
+		for _, name := range td.names {
+			refs, err := td.items[name].referenced()
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range refs {
+				set[r] = struct{}{}
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(set)), nil
 }
 
 // SetSecrets replaces only the node's SDS secrets, e.g. after certificate
 // rotation; only the secret type gets a new version. The set must match
 // what the node's listeners and clusters reference.
 func (c *Cache) SetSecrets(ctx context.Context, nodeID string, secrets []Secret) error {
+	encoded := make([]*Encoded, 0, len(secrets))
+	for _, s := range secrets {
+		e, err := EncodeSecret(s)
+		if err != nil {
+			return fmt.Errorf("set secrets for %q: %w", nodeID, err)
+		}
+		encoded = append(encoded, e)
+	}
+	return c.SetEncodedSecrets(ctx, nodeID, encoded)
+}
+
+// SetEncodedSecrets is SetSecrets for secrets encoded with EncodeSecret,
+// which may be shared between nodes: a rotation of a certificate many
+// nodes use encodes it once. Unchanged secrets push nothing.
+func (c *Cache) SetEncodedSecrets(ctx context.Context, nodeID string, secrets []*Encoded) error {
 	c.setMu.Lock()
 	defer c.setMu.Unlock()
 
@@ -152,27 +245,20 @@ func (c *Cache) SetSecrets(ctx context.Context, nodeID string, secrets []Secret)
 	if prev == nil {
 		return fmt.Errorf("set secrets for %q: node has no resources", nodeID)
 	}
-	items := make([]types.Resource, 0, len(secrets))
-	serials := map[string]string{}
-	for _, s := range secrets {
-		if s.Resource == nil {
-			return fmt.Errorf("set secrets for %q: nil secret", nodeID)
-		}
-		items = append(items, s.Resource)
-		if s.Serial != "" {
-			serials[s.Resource.GetName()] = s.Serial
-		}
-	}
-	td, err := newTypeData(resource.SecretType, items)
+	td, err := typeDataOf(resource.SecretType, secrets)
 	if err != nil {
 		return fmt.Errorf("set secrets for %q: %w", nodeID, err)
 	}
-	labels, err := secretLabels(td, serials)
+	labels, err := secretLabels(td, nil)
 	if err != nil {
 		return fmt.Errorf("set secrets for %q: %w", nodeID, err)
 	}
+	items := td.resources()
 	if err := checkSecrets(prev.referenced, items); err != nil {
 		return fmt.Errorf("node %q: %w", nodeID, err)
+	}
+	if td.version == prev.versions[resource.SecretType] {
+		return nil
 	}
 	// Listeners, routes, clusters and endpoints are unchanged and were
 	// consistent; secrets play no part in that check.

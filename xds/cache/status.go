@@ -118,7 +118,7 @@ func secretLabels(secrets *typeData, serials map[string]string) (map[string]secr
 		}
 		serial := serials[name]
 		if serial == "" {
-			serial = certSerial(sec)
+			serial = it.secretSerial(sec)
 		}
 		out[name] = secretLabel{hash: it.hash, serial: serial}
 	}

@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -50,7 +53,7 @@ type typeData struct {
 	typeURL string
 	version string
 	// items by name; names sorted.
-	items map[string]*item
+	items map[string]*Encoded
 	names []string
 	// anys is the SotW resources field, sorted by name.
 	anys []*anypb.Any
@@ -62,47 +65,138 @@ type typeData struct {
 	ctx context.Context
 }
 
-// item is one resource with its encodings.
-type item struct {
-	res types.Resource
+// Encoded is one resource with its deterministic encoding, computed once
+// by Encode and then shared, read-only, by every node whose snapshot holds
+// it and by every response that carries it. Translation shares one object
+// between the nodes that get equal content, so encoding each distinct
+// object once (rather than once per node) is what keeps a config change
+// that touches every node cheap.
+type Encoded struct {
+	res  types.Resource
+	name string
+	body []byte
 	// hash is go-control-plane's resource hash: the delta version.
 	hash string
 	// delta is the resource as a delta response carries it.
 	delta *discovery.Resource
+	// serial labels a secret in Status; "" means: read it from the
+	// certificate, once, when first needed.
+	serial     string
+	serialOnce sync.Once
+	// refs are the SDS names a listener or cluster fetches over ADS,
+	// computed once when first needed.
+	refsOnce sync.Once
+	refs     []string
+	refsErr  error
+}
+
+// Encode marshals r deterministically as a resource of typeURL; "" when
+// only versions are wanted.
+func Encode(typeURL string, r types.Resource) (*Encoded, error) {
+	if r == nil {
+		return nil, fmt.Errorf("nil resource")
+	}
+	name := gcache.GetResourceName(r)
+	if name == "" {
+		return nil, fmt.Errorf("resource %T has no name", r)
+	}
+	b, err := gcache.MarshalResource(r)
+	if err != nil {
+		return nil, fmt.Errorf("marshal %q: %w", name, err)
+	}
+	e := &Encoded{res: r, name: name, body: b, hash: gcache.HashResource(b)}
+	e.delta = &discovery.Resource{Name: name, Version: e.hash, Resource: &anypb.Any{TypeUrl: typeURL, Value: b}}
+	return e, nil
+}
+
+// EncodeSecret is Encode for an SDS secret, keeping its serial label.
+func EncodeSecret(s Secret) (*Encoded, error) {
+	if s.Resource == nil {
+		return nil, fmt.Errorf("nil secret")
+	}
+	e, err := Encode(resource.SecretType, s.Resource)
+	if err != nil {
+		return nil, err
+	}
+	e.serial = s.Serial
+	return e, nil
+}
+
+// Resource is the encoded resource; it must not be modified.
+func (e *Encoded) Resource() types.Resource { return e.res }
+
+// Name is the resource's name.
+func (e *Encoded) Name() string { return e.name }
+
+// Hash is the resource's ResourceHash: a SHA-256 of its deterministic
+// encoding, so equal content has equal hashes.
+func (e *Encoded) Hash() string { return e.hash }
+
+// typeURL is the type the resource was encoded as.
+func (e *Encoded) typeURL() string { return e.delta.GetResource().GetTypeUrl() }
+
+// secretSerial is the serial label of a secret: the one it was encoded
+// with, else its certificate's.
+func (e *Encoded) secretSerial(sec *tlsv3.Secret) string {
+	e.serialOnce.Do(func() {
+		if e.serial == "" {
+			e.serial = certSerial(sec)
+		}
+	})
+	return e.serial
+}
+
+// referenced returns the SDS secrets a listener or cluster fetches over
+// ADS (see ReferencedSecrets).
+func (e *Encoded) referenced() ([]string, error) {
+	e.refsOnce.Do(func() {
+		switch e.res.(type) {
+		case *listenerv3.Listener:
+			e.refs, e.refsErr = ReferencedSecrets([]types.Resource{e.res}, nil)
+		default:
+			e.refs, e.refsErr = ReferencedSecrets(nil, []types.Resource{e.res})
+		}
+	})
+	return e.refs, e.refsErr
 }
 
 // newTypeData marshals resources (deterministically) and computes the
 // type's version. typeURL may be "" when only the version is wanted.
 func newTypeData(typeURL string, resources []types.Resource) (*typeData, error) {
+	encoded := make([]*Encoded, 0, len(resources))
+	for _, r := range resources {
+		e, err := Encode(typeURL, r)
+		if err != nil {
+			return nil, err
+		}
+		encoded = append(encoded, e)
+	}
+	return typeDataOf(typeURL, encoded)
+}
+
+// typeDataOf computes the version of encoded resources of typeURL and the
+// shared forms of its responses. Only pointers to the encodings are kept.
+func typeDataOf(typeURL string, encoded []*Encoded) (*typeData, error) {
 	td := &typeData{
 		typeURL:  typeURL,
-		items:    make(map[string]*item, len(resources)),
-		names:    make([]string, 0, len(resources)),
-		anys:     make([]*anypb.Any, 0, len(resources)),
-		returned: make(map[string]string, len(resources)),
+		items:    make(map[string]*Encoded, len(encoded)),
+		names:    make([]string, 0, len(encoded)),
+		anys:     make([]*anypb.Any, 0, len(encoded)),
+		returned: make(map[string]string, len(encoded)),
 		ctx:      context.Background(),
 	}
-	bodies := make(map[string][]byte, len(resources))
-	for _, r := range resources {
-		if r == nil {
+	for _, e := range encoded {
+		if e == nil {
 			return nil, fmt.Errorf("nil resource")
 		}
-		name := gcache.GetResourceName(r)
-		if name == "" {
-			return nil, fmt.Errorf("resource %T has no name", r)
+		if e.typeURL() != typeURL {
+			return nil, fmt.Errorf("resource %q encoded as %q, not %q", e.name, e.typeURL(), typeURL)
 		}
-		if _, dup := td.items[name]; dup {
-			return nil, fmt.Errorf("duplicate resource name %q", name)
+		if _, dup := td.items[e.name]; dup {
+			return nil, fmt.Errorf("duplicate resource name %q", e.name)
 		}
-		b, err := gcache.MarshalResource(r)
-		if err != nil {
-			return nil, fmt.Errorf("marshal %q: %w", name, err)
-		}
-		a := &anypb.Any{TypeUrl: typeURL, Value: b}
-		it := &item{res: r, hash: gcache.HashResource(b)}
-		it.delta = &discovery.Resource{Name: name, Version: it.hash, Resource: a}
-		td.items[name], bodies[name] = it, b
-		td.names = append(td.names, name)
+		td.items[e.name] = e
+		td.names = append(td.names, e.name)
 	}
 	slices.SortFunc(td.names, strings.Compare)
 
@@ -115,9 +209,10 @@ func newTypeData(typeURL string, resources []types.Resource) (*typeData, error) 
 		h.Write(b)
 	}
 	for _, name := range td.names {
+		e := td.items[name]
 		write([]byte(name))
-		write(bodies[name])
-		td.anys = append(td.anys, td.items[name].delta.GetResource())
+		write(e.body)
+		td.anys = append(td.anys, e.delta.GetResource())
 	}
 	// 128 bits is plenty to detect change and keeps versions readable.
 	td.version = hex.EncodeToString(h.Sum(nil)[:16])
@@ -126,12 +221,28 @@ func newTypeData(typeURL string, resources []types.Resource) (*typeData, error) 
 	}
 	if typeURL == resource.SecretType {
 		hashes := make(map[string]string, len(td.items))
-		for name, it := range td.items {
-			hashes[name] = it.hash
+		for name, e := range td.items {
+			hashes[name] = e.hash
 		}
 		td.ctx = context.WithValue(td.ctx, pushedSecretsKey{}, hashes)
 	}
 	return td, nil
+}
+
+// holds reports whether encoded are exactly td's items, as objects and in
+// name order (as translate lists them): then they are td's content. Any
+// other order is answered false, and the caller hashes. A nil td holds
+// nothing.
+func (td *typeData) holds(encoded []*Encoded) bool {
+	if td == nil || len(encoded) != len(td.names) {
+		return false
+	}
+	for i, e := range encoded {
+		if td.items[td.names[i]] != e {
+			return false
+		}
+	}
+	return true
 }
 
 // resources lists the items' resources in name order.

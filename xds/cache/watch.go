@@ -241,12 +241,13 @@ func deltaRespond(ctx context.Context, w *deltaWatch, td *typeData) (sent, ok bo
 	known := w.sub.ReturnedResources()
 	var out []*discovery.Resource
 	var removed []string
-	var next map[string]string
+	// The client's state after a response is built only when one is sent:
+	// most calls (every ACK, every change of another resource) find
+	// nothing new.
+	var subscribed map[string]struct{}
 	if w.sub.IsWildcard() {
-		next = make(map[string]string, len(td.names))
 		for _, name := range td.names {
 			it := td.items[name]
-			next[name] = it.hash
 			if prev, found := known[name]; !found || prev != it.hash {
 				out = append(out, it.delta)
 			}
@@ -257,15 +258,13 @@ func deltaRespond(ctx context.Context, w *deltaWatch, td *typeData) (sent, ok bo
 			}
 		}
 	} else {
-		subscribed := w.sub.SubscribedResources()
-		next = make(map[string]string, len(subscribed))
+		subscribed = w.sub.SubscribedResources()
 		for name := range subscribed {
 			prev, found := known[name]
 			if it, ok := td.items[name]; ok {
 				if prev != it.hash {
 					out = append(out, it.delta)
 				}
-				next[name] = it.hash
 			} else if found {
 				removed = append(removed, name)
 			}
@@ -274,6 +273,20 @@ func deltaRespond(ctx context.Context, w *deltaWatch, td *typeData) (sent, ok bo
 	if len(out) == 0 && len(removed) == 0 && (!w.sub.IsWildcard() || w.req.GetResponseNonce() != "") {
 		w.seen = td
 		return false, true
+	}
+	var next map[string]string
+	if w.sub.IsWildcard() {
+		next = make(map[string]string, len(td.names))
+		for _, name := range td.names {
+			next[name] = td.items[name].hash
+		}
+	} else {
+		next = make(map[string]string, len(subscribed))
+		for name := range subscribed {
+			if it, ok := td.items[name]; ok {
+				next[name] = it.hash
+			}
+		}
 	}
 	resp := &deltaResponse{req: w.req, version: td.version, resources: out, removed: removed, next: next}
 	select {

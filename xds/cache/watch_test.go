@@ -2,6 +2,8 @@ package cache_test
 
 import (
 	"context"
+	"maps"
+	"strings"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -11,6 +13,7 @@ import (
 	gcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/gatehouse-proxy/gatehouse/xds/cache"
@@ -304,5 +307,101 @@ func TestDeltaFanOut(t *testing.T) {
 	}
 	if want, _ := cache.ResourceHash(c2.CertSecret()); got[0].GetResources()[0].GetVersion() != want {
 		t.Fatalf("resource version %q, want its hash %q", got[0].GetResources()[0].GetVersion(), want)
+	}
+}
+
+// TestSetEncodedShares: resources encoded once and set on two nodes reach
+// both nodes' streams as the same encoded bytes; an encoding of another
+// type is refused; setting equal content again (new objects) answers no
+// open watch and keeps every version.
+func TestSetEncodedShares(t *testing.T) {
+	ctx := context.Background()
+	cs := certs(t, 7)
+	encode := func(set map[resource.Type][]types.Resource) map[resource.Type][]*cache.Encoded {
+		out := map[resource.Type][]*cache.Encoded{}
+		for typ, rs := range set {
+			out[typ] = []*cache.Encoded{}
+			for _, r := range rs {
+				e, err := cache.Encode(typ, r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out[typ] = append(out[typ], e)
+			}
+		}
+		return out
+	}
+	c := cache.New(nil)
+	shared := encode(cachetest.Set(cs, "10.0.0.1:1"))
+	for _, n := range []string{node, "node-b"} {
+		if err := c.SetEncoded(ctx, n, shared); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var anys []*anypb.Any
+	for _, n := range []string{node, "node-b"} {
+		ch := make(chan gcache.Response, 1)
+		sub := stream.NewSotwSubscription(nil, true)
+		req := &discovery.DiscoveryRequest{Node: &corev3.Node{Id: n}, TypeUrl: resource.ListenerType}
+		if _, err := c.CreateWatch(req, &sub, ch); err != nil {
+			t.Fatal(err)
+		}
+		resp, _ := receive(t, ch).GetDiscoveryResponse()
+		anys = append(anys, resp.GetResources()...)
+	}
+	if len(anys) != 2 || anys[0] != anys[1] {
+		t.Fatalf("want one shared encoding on both nodes, got %v", anys)
+	}
+
+	wrong := encode(cachetest.Set(cs, "10.0.0.1:1"))
+	wrong[resource.RouteType] = wrong[resource.ListenerType]
+	if err := c.SetEncoded(ctx, node, wrong); err == nil || !strings.Contains(err.Error(), "encoded as") {
+		t.Fatalf("listener set as route: %v", err)
+	}
+
+	// Current watches of every type on both protocols, then equal content.
+	before := versions(c, node)
+	sotw := map[string]chan gcache.Response{}
+	delta := map[string]chan gcache.DeltaResponse{}
+	for _, typ := range cache.Types() {
+		sub := stream.NewSotwSubscription(nil, true)
+		ch := make(chan gcache.Response, 1)
+		req := &discovery.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: typ}
+		if _, err := c.CreateWatch(req, &sub, ch); err != nil {
+			t.Fatal(err)
+		}
+		if len(ch) > 0 {
+			sub.SetReturnedResources((<-ch).GetReturnedResources())
+		}
+		ack := &discovery.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: typ, VersionInfo: before[typ], ResponseNonce: "1"}
+		if _, err := c.CreateWatch(ack, &sub, ch); err != nil {
+			t.Fatal(err)
+		}
+		sotw[typ] = ch
+		dsub := stream.NewDeltaSubscription(nil, nil, nil, true)
+		dch := make(chan gcache.DeltaResponse, 1)
+		dreq := &discovery.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: typ}
+		if _, err := c.CreateDeltaWatch(dreq, &dsub, dch); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-dch; r != nil {
+			dsub.SetReturnedResources(r.GetNextVersionMap())
+		}
+		dreq = &discovery.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: typ, ResponseNonce: "1"}
+		if _, err := c.CreateDeltaWatch(dreq, &dsub, dch); err != nil {
+			t.Fatal(err)
+		}
+		delta[typ] = dch
+	}
+	if err := c.SetEncoded(ctx, node, encode(cachetest.Set(cs, "10.0.0.1:1"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := versions(c, node); !maps.Equal(got, before) {
+		t.Errorf("equal content changed versions %v → %v", before, got)
+	}
+	for _, typ := range cache.Types() {
+		if len(sotw[typ])+len(delta[typ]) != 0 {
+			t.Errorf("%s: equal content answered a watch", typ)
+		}
 	}
 }

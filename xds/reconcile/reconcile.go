@@ -2,13 +2,27 @@
 // sources of change, and is where one config change's path reads in order:
 //
 //	file ─► config.Load (strict, file:line) ─► translate.Translate
-//	     ─► validate.Validate (every node, deep) ─► secrets.Build
-//	     ─► cache.SetResources (per-type content-hash versions) ─► push
+//	     ─► cache.Encode (once per distinct resource)
+//	     ─► validate (every node, deep) ─► secrets.Build
+//	     ─► cache.SetEncoded (per-type content-hash versions) ─► push
 //
 // A change that fails any step is reported and changes nothing: the last
-// good resources stay. Certificate rotations take a shorter path: the
-// rotated leaf's secrets are rebuilt and pushed with cache.SetSecrets only,
-// so listeners and clusters are not resent and no proxy restarts.
+// good resources stay.
+//
+// Work is done once per distinct resource, not once per node: translation
+// shares one object between the nodes that get equal content, each object
+// is encoded once, and a resource whose content (hash) was already served
+// by the last applied change is replaced by that change's object, whose
+// deep validation is remembered (validate.Memo) and whose encoding is
+// reused. An edit that changes one listener field therefore validates and
+// encodes only the resources it changed, then checks each node's
+// references as before; types whose content did not change are not
+// resent.
+//
+// Certificate rotations take a shorter path: the rotated leaf's secrets are
+// rebuilt and encoded (each once, however many nodes use it) and pushed
+// with cache.SetEncodedSecrets only, so listeners and clusters are not
+// resent and no proxy restarts.
 package reconcile
 
 import (
@@ -40,6 +54,12 @@ type Reconciler struct {
 	mu      sync.Mutex // serialises Apply and rotations
 	applied *translate.Result
 	status  Status
+	// memo remembers which resources passed deep validation.
+	memo *validate.Memo
+	// encoded holds the applied change's resources by type and content
+	// hash (secrets also by serial label), so an unchanged resource of the
+	// next change becomes the same object.
+	encoded map[string]*cache.Encoded
 }
 
 // Status is the outcome of the last attempts, for /debug and readiness.
@@ -56,7 +76,10 @@ func New(c *cache.Cache, p *secrets.Provider, log *slog.Logger) *Reconciler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Reconciler{cache: c, secrets: p, log: log.With("component", "reconcile"), now: time.Now}
+	return &Reconciler{
+		cache: c, secrets: p, log: log.With("component", "reconcile"), now: time.Now,
+		memo: validate.NewMemo(), encoded: map[string]*cache.Encoded{},
+	}
 }
 
 // Status returns a copy of the current status.
@@ -96,13 +119,14 @@ func (r *Reconciler) LoadFile(ctx context.Context, path string) error {
 func (r *Reconciler) Apply(ctx context.Context, cfg *config.Config) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	res, sets, err := r.prepare(cfg)
+	res, sets, enc, err := r.prepare(cfg)
 	if err != nil {
 		r.failLocked(err)
 		return err
 	}
+	r.encoded = enc.next
 	for _, id := range sortedNodes(res) {
-		if err := r.cache.SetResources(ctx, id, sets[id]); err != nil {
+		if err := r.cache.SetEncoded(ctx, id, sets[id]); err != nil {
 			// Validation passed, so this is a bug; earlier nodes already
 			// moved on, which is why it is reported loudly.
 			err = fmt.Errorf("node %s: cache refused a validated snapshot: %w", id, err)
@@ -127,46 +151,159 @@ func (r *Reconciler) Apply(ctx context.Context, cfg *config.Config) error {
 }
 
 // prepare runs every step that can fail before anything is pushed.
-func (r *Reconciler) prepare(cfg *config.Config) (*translate.Result, map[string]map[resource.Type][]types.Resource, error) {
+func (r *Reconciler) prepare(cfg *config.Config) (*translate.Result, map[string]map[resource.Type][]*cache.Encoded, *encoder, error) {
 	res, err := translate.Translate(&cfg.Mesh, translate.WithIdentityHeaderPrefix(cfg.Authz.Headers.Prefix))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	sets := make(map[string]map[resource.Type][]types.Resource, len(res.Nodes))
+	r.memo.Next()
+	enc := newEncoder(r.encoded)
+	built := r.buildSecrets(res)
+	sets := make(map[string]map[resource.Type][]*cache.Encoded, len(res.Nodes))
 	var errs []error
 	for _, id := range sortedNodes(res) {
 		nr := res.Nodes[id]
-		if err := validate.Validate(nr, nr.SecretNames...); err != nil {
+		set, cn, encErr := enc.node(nr)
+		if err := r.memo.Validate(cn, cn.SecretNames...); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		secretRes, err := r.nodeSecrets(res, nr)
+		if encErr != nil {
+			errs = append(errs, fmt.Errorf("node %s: %w", id, encErr))
+			continue
+		}
+		secretRes, err := enc.secrets(nr, built)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("node %s: %w", id, err))
 			continue
 		}
-		sets[id] = map[resource.Type][]types.Resource{
-			resource.ListenerType: nr.Listeners,
-			resource.RouteType:    nr.Routes,
-			resource.ClusterType:  nr.Clusters,
-			resource.EndpointType: nr.Endpoints,
-			resource.SecretType:   secretRes,
-		}
+		set[resource.SecretType] = secretRes
+		sets[id] = set
 	}
 	if len(errs) > 0 {
-		return nil, nil, errors.Join(errs...)
+		return nil, nil, nil, errors.Join(errs...)
 	}
-	return res, sets, nil
+	return res, sets, enc, nil
 }
 
-func (r *Reconciler) nodeSecrets(res *translate.Result, nr *translate.NodeResources) ([]types.Resource, error) {
-	built, err := r.secrets.Build(specsOf(res, nr))
+// built is one secret as the provider built it, or why it could not.
+type built struct {
+	secret cache.Secret
+	err    error
+}
+
+// buildSecrets builds every secret the mesh references once: most are
+// shared by many nodes (the trust bundle by all).
+func (r *Reconciler) buildSecrets(res *translate.Result) map[string]built {
+	out := make(map[string]built, len(res.Secrets))
+	for name, spec := range res.Secrets {
+		out[name] = r.build(spec)
+	}
+	return out
+}
+
+func (r *Reconciler) build(spec translate.SecretSpec) built {
+	s, err := r.secrets.Build([]translate.SecretSpec{spec})
+	if err != nil {
+		return built{err: err}
+	}
+	return built{secret: s[0]}
+}
+
+// encoder encodes one change's resources, each distinct object once, and
+// swaps in the last applied change's object for unchanged content.
+type encoder struct {
+	prev, next map[string]*cache.Encoded
+	byObject   map[types.Resource]*cache.Encoded
+}
+
+func newEncoder(prev map[string]*cache.Encoded) *encoder {
+	return &encoder{prev: prev, next: map[string]*cache.Encoded{}, byObject: map[types.Resource]*cache.Encoded{}}
+}
+
+// canonical returns e, or the encoding of equal content seen before.
+func (e *encoder) canonical(key string, x *cache.Encoded) *cache.Encoded {
+	if old, ok := e.next[key]; ok {
+		return old
+	}
+	if old, ok := e.prev[key]; ok {
+		x = old
+	}
+	e.next[key] = x
+	return x
+}
+
+func (e *encoder) encode(typeURL string, r types.Resource) (*cache.Encoded, error) {
+	if x, ok := e.byObject[r]; ok {
+		return x, nil
+	}
+	x, err := cache.Encode(typeURL, r)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]types.Resource, len(built))
-	for i, s := range built {
-		out[i] = s.Resource
+	x = e.canonical(typeURL+"\x00"+x.Hash(), x)
+	e.byObject[r] = x
+	return x, nil
+}
+
+// node encodes a node's resources. It returns them by type and the node
+// with each resource replaced by its canonical object, for validation; a
+// resource that cannot be encoded stays as it is there, so validation
+// names the problem, and the first such error is returned.
+func (e *encoder) node(nr *translate.NodeResources) (map[resource.Type][]*cache.Encoded, *translate.NodeResources, error) {
+	cn := *nr
+	set := make(map[resource.Type][]*cache.Encoded, 5)
+	var firstErr error
+	for _, t := range []struct {
+		typ  resource.Type
+		list *[]types.Resource
+	}{
+		{resource.ListenerType, &cn.Listeners}, {resource.RouteType, &cn.Routes},
+		{resource.ClusterType, &cn.Clusters}, {resource.EndpointType, &cn.Endpoints},
+	} {
+		in := *t.list
+		out := make([]types.Resource, len(in))
+		list := make([]*cache.Encoded, 0, len(in))
+		for i, r := range in {
+			out[i] = r
+			x, err := e.encode(t.typ, r)
+			if err != nil {
+				if firstErr == nil {
+					firstErr = fmt.Errorf("%s[%d]: %w", t.typ, i, err)
+				}
+				continue
+			}
+			out[i] = x.Resource()
+			list = append(list, x)
+		}
+		*t.list = out
+		set[t.typ] = list
+	}
+	return set, &cn, firstErr
+}
+
+// secrets encodes the node's secrets from the built ones.
+func (e *encoder) secrets(nr *translate.NodeResources, b map[string]built) ([]*cache.Encoded, error) {
+	out := make([]*cache.Encoded, 0, len(nr.SecretNames))
+	for _, name := range nr.SecretNames {
+		s, ok := b[name]
+		if !ok {
+			return nil, fmt.Errorf("secret %q: no spec", name)
+		}
+		if s.err != nil {
+			return nil, s.err
+		}
+		if x, ok := e.byObject[s.secret.Resource]; ok {
+			out = append(out, x)
+			continue
+		}
+		x, err := cache.EncodeSecret(s.secret)
+		if err != nil {
+			return nil, fmt.Errorf("secret %q: %w", name, err)
+		}
+		x = e.canonical(resource.SecretType+"\x00"+x.Hash()+"\x00"+s.secret.Serial, x)
+		e.byObject[s.secret.Resource] = x
+		out = append(out, x)
 	}
 	return out, nil
 }
@@ -189,6 +326,9 @@ func (r *Reconciler) Rotated(ctx context.Context, spiffeID string) error {
 		return nil
 	}
 	var errs []error
+	// Each secret is built and encoded once, however many nodes use it.
+	b := map[string]built{}
+	enc := newEncoder(nil)
 	for _, id := range sortedNodes(r.applied) {
 		nr := r.applied.Nodes[id]
 		specs := specsOf(r.applied, nr)
@@ -197,9 +337,14 @@ func (r *Reconciler) Rotated(ctx context.Context, spiffeID string) error {
 		}) {
 			continue
 		}
-		built, err := r.secrets.Build(specs)
+		for _, spec := range specs {
+			if _, ok := b[spec.Name]; !ok {
+				b[spec.Name] = r.build(spec)
+			}
+		}
+		secrets, err := enc.secrets(nr, b)
 		if err == nil {
-			err = r.cache.SetSecrets(ctx, id, built)
+			err = r.cache.SetEncodedSecrets(ctx, id, secrets)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("node %s: %w", id, err))

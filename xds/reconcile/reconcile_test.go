@@ -3,15 +3,19 @@ package reconcile
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/gatehouse-proxy/gatehouse/certs"
 	"github.com/gatehouse-proxy/gatehouse/internal/config"
 	"github.com/gatehouse-proxy/gatehouse/xds/cache"
 	"github.com/gatehouse-proxy/gatehouse/xds/secrets"
+	"github.com/gatehouse-proxy/gatehouse/xds/translate"
 )
 
 const base = `mesh:
@@ -39,7 +43,7 @@ func parse(t *testing.T, webEndpoint string) *config.Config {
 	return cfg
 }
 
-func newReconciler(t *testing.T) (*Reconciler, *cache.Cache, *certs.Rotator) {
+func newReconciler(t testing.TB) (*Reconciler, *cache.Cache, *certs.Rotator) {
 	t.Helper()
 	ca, err := certs.Init(t.TempDir()+"/ca", certs.WithTrustDomain("unit.test"), certs.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -132,5 +136,91 @@ func TestRotationPushesOnlySecrets(t *testing.T) {
 	}
 	if got := snap("edge"); got[resource.SecretType] != edge[resource.SecretType] {
 		t.Errorf("edge does not use the orders sidecar's certificate, but its secrets changed")
+	}
+}
+
+// TestEditRevalidatesOnlyWhatChanged: an edit deep-validates exactly the
+// resources whose content it changed (and whatever it had not served
+// before); re-applying the same config validates nothing, changes no
+// version and pushes nothing.
+func TestEditRevalidatesOnlyWhatChanged(t *testing.T) {
+	distinct := func(cfg *config.Config) map[string]bool {
+		res, err := translate.Translate(&cfg.Mesh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, nr := range res.Nodes {
+			for typ, rs := range map[string][]types.Resource{
+				resource.ListenerType: nr.Listeners, resource.RouteType: nr.Routes,
+				resource.ClusterType: nr.Clusters, resource.EndpointType: nr.Endpoints,
+			} {
+				for _, r := range rs {
+					e, err := cache.Encode(typ, r)
+					if err != nil {
+						t.Fatal(err)
+					}
+					out[typ+" "+e.Hash()] = true
+				}
+			}
+		}
+		return out
+	}
+	versions := func(c *cache.Cache, nodes []string) map[string]string {
+		out := map[string]string{}
+		for _, n := range nodes {
+			for _, typ := range cache.Types() {
+				out[n+" "+typ] = c.Version(n, typ)
+			}
+		}
+		return out
+	}
+	one, two := benchMesh(t, 5, time.Second), benchMesh(t, 5, 2*time.Second)
+	changed := 0
+	before := distinct(one)
+	for k := range distinct(two) {
+		if !before[k] {
+			changed++
+		}
+	}
+	if changed == 0 || changed >= len(before) {
+		t.Fatalf("the edit changes %d of %d resources; the test needs some, not all", changed, len(before))
+	}
+
+	r, c, _ := newReconciler(t)
+	ctx := context.Background()
+	steps := []struct {
+		name       string
+		cfg        *config.Config
+		wantChecks int
+		changes    []string // types whose version changes on every node
+	}{
+		{"first config", one, len(before), nil},
+		{"same config again", one, 0, nil},
+		{"authz timeout edit", two, changed, []string{resource.ListenerType}},
+		{"edit reverted", one, changed, []string{resource.ListenerType}},
+	}
+	var prev map[string]string
+	for _, st := range steps {
+		checks := r.memo.Checks()
+		if err := r.Apply(ctx, st.cfg); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got := r.memo.Checks() - checks; got != st.wantChecks {
+			t.Errorf("%s: %d resources deep-validated, want %d", st.name, got, st.wantChecks)
+		}
+		nodes := r.Status().Nodes
+		cur := versions(c, nodes)
+		if prev != nil {
+			for _, n := range nodes {
+				for _, typ := range cache.Types() {
+					k := n + " " + typ
+					if want := slices.Contains(st.changes, typ); (cur[k] != prev[k]) != want {
+						t.Errorf("%s: node %s %s version changed = %v, want %v", st.name, n, typ, cur[k] != prev[k], want)
+					}
+				}
+			}
+		}
+		prev = cur
 	}
 }

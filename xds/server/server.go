@@ -177,14 +177,29 @@ func New(c Cache, opts ...Option) (*Server, error) {
 	return s, nil
 }
 
+// recvWindow is the fixed flow-control window per stream and per
+// connection (see ServerOptions).
+const recvWindow = 1 << 20
+
 // ServerOptions are the gRPC options the xDS server should run with:
-// keepalive, stream and message size limits.
+// keepalive, stream and message size limits, and fixed flow-control
+// windows.
+//
+// Fixed windows turn off grpc-go's BDP estimation, which answers a
+// received message on an otherwise quiet connection with a window update
+// and a ping that the client must answer: with one connection per proxy,
+// every ACK of a push to thousands of proxies cost two more writes and
+// two more reads on each side. Requests are small; the receive window
+// only bounds what a client may send ahead (MaxRecvMsgSize still bounds a
+// message).
 func (s *Server) ServerOptions() []grpc.ServerOption {
 	opts := []grpc.ServerOption{
 		grpc.KeepaliveParams(s.opts.params),
 		grpc.KeepaliveEnforcementPolicy(s.opts.policy),
 		grpc.MaxConcurrentStreams(s.opts.maxConcurrentStreams),
 		grpc.MaxRecvMsgSize(s.opts.maxRecvMsgSize),
+		grpc.StaticStreamWindowSize(recvWindow),
+		grpc.StaticConnWindowSize(recvWindow),
 	}
 	if s.opts.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.opts.tls)))

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -40,7 +41,11 @@ import (
 // Validate checks nr. When available is given it is the set of secrets the
 // secret source can serve, and every secret nr needs must be among them.
 func Validate(nr *translate.NodeResources, available ...string) error {
-	v := &validator{node: nr.Node, refs: map[refKind][]ref{}}
+	return validateNode(nr, nil, available)
+}
+
+func validateNode(nr *translate.NodeResources, memo *Memo, available []string) error {
+	v := &validator{node: nr.Node, refs: map[refKind][]ref{}, memo: memo}
 	v.resources("listener", nr.Listeners)
 	routeNames := v.resources("route", nr.Routes)
 	clusterNames := v.resources("cluster", nr.Clusters)
@@ -68,7 +73,87 @@ func Validate(nr *translate.NodeResources, available ...string) error {
 	if dup := duplicates(nr.SecretNames); dup != "" {
 		v.errorf("SecretNames: %q listed twice", dup)
 	}
-	return errors.Join(v.errs...)
+	return v.err()
+}
+
+// Memo is Validate with memory: the deep check of a resource (ValidateAll
+// on it and on the contents of every Any, unknown fields, config sources,
+// the references it makes) depends on its content only, so it runs once per
+// resource object and its outcome, rejection included, is reused for every
+// node serving that object and for later changes that keep it. Checks that
+// involve the whole node (references resolved, nothing unreferenced,
+// secrets available, duplicate names) run every time.
+//
+// Resources are remembered by identity: they must not be modified once
+// validated, which translate's results already promise. Results unused
+// for a whole generation (see Next) are forgotten. A Memo is safe for
+// concurrent use.
+type Memo struct {
+	mu        sync.Mutex
+	cur, prev map[types.Resource]*checked
+	checks    int
+}
+
+// NewMemo returns an empty Memo.
+func NewMemo() *Memo {
+	return &Memo{cur: map[types.Resource]*checked{}, prev: map[types.Resource]*checked{}}
+}
+
+// Validate is the package's Validate, with each resource's deep check
+// looked up before it is run.
+func (m *Memo) Validate(nr *translate.NodeResources, available ...string) error {
+	return validateNode(nr, m, available)
+}
+
+// Next starts a generation, e.g. one config change: results used in
+// neither this generation nor the previous one are dropped.
+func (m *Memo) Next() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.prev, m.cur = m.cur, make(map[types.Resource]*checked, len(m.cur))
+}
+
+// Checks is how many resources were deep-checked (not found in the memo)
+// since the Memo was made.
+func (m *Memo) Checks() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.checks
+}
+
+// lookup returns the remembered check of r, or nil (always, on a nil
+// Memo).
+func (m *Memo) lookup(r types.Resource) *checked {
+	if m == nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.cur[r]; ok {
+		return c
+	}
+	if c, ok := m.prev[r]; ok {
+		m.cur[r] = c
+		return c
+	}
+	return nil
+}
+
+func (m *Memo) store(r types.Resource, c *checked) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cur[r] = c
+	m.checks++
+}
+
+// checked is what the deep check of one resource found; it holds for any
+// node serving the resource.
+type checked struct {
+	msgs []string // problems, without the node prefix
+	refs map[refKind][]ref
 }
 
 type refKind int
@@ -85,8 +170,10 @@ type ref struct{ name, from string }
 
 type validator struct {
 	node string
-	errs []error
+	// msgs are the problems found, each reported with the node prefix.
+	msgs []string
 	refs map[refKind][]ref
+	memo *Memo
 	// at names the resource being walked, for refs and errors.
 	at string
 	// anySource allows config sources other than ADS.
@@ -94,7 +181,16 @@ type validator struct {
 }
 
 func (v *validator) errorf(format string, args ...any) {
-	v.errs = append(v.errs, fmt.Errorf("node %s: "+format, append([]any{v.node}, args...)...))
+	v.msgs = append(v.msgs, fmt.Sprintf(format, args...))
+}
+
+// err joins the problems found, each naming the node.
+func (v *validator) err() error {
+	errs := make([]error, len(v.msgs))
+	for i, m := range v.msgs {
+		errs[i] = fmt.Errorf("node %s: %s", v.node, m)
+	}
+	return errors.Join(errs...)
 }
 
 // resources checks each resource is a T with a unique non-empty name,
@@ -117,17 +213,32 @@ func (v *validator) resources(kind string, rs []types.Resource) map[string]bool 
 			v.errorf("%s %q: duplicate name", kind, name)
 		}
 		names[name] = true
-		v.at = fmt.Sprintf("%s %q", kind, name)
-		v.message(r.ProtoReflect(), "", true)
-		if c, ok := r.(*clusterv3.Cluster); ok && c.GetType() == clusterv3.Cluster_EDS {
-			claName := c.GetEdsClusterConfig().GetServiceName()
-			if claName == "" {
-				claName = c.GetName()
-			}
-			v.refer(refEDS, claName, "eds_cluster_config")
+		c := v.memo.lookup(r)
+		if c == nil {
+			c = deepCheck(kind, name, r)
+			v.memo.store(r, c)
+		}
+		v.msgs = append(v.msgs, c.msgs...)
+		for k, refs := range c.refs {
+			v.refs[k] = append(v.refs[k], refs...)
 		}
 	}
 	return names
+}
+
+// deepCheck validates one resource by itself and collects the references
+// it makes.
+func deepCheck(kind, name string, r types.Resource) *checked {
+	v := &validator{refs: map[refKind][]ref{}, at: fmt.Sprintf("%s %q", kind, name)}
+	v.message(r.ProtoReflect(), "", true)
+	if c, ok := r.(*clusterv3.Cluster); ok && c.GetType() == clusterv3.Cluster_EDS {
+		claName := c.GetEdsClusterConfig().GetServiceName()
+		if claName == "" {
+			claName = c.GetName()
+		}
+		v.refer(refEDS, claName, "eds_cluster_config")
+	}
+	return &checked{msgs: v.msgs, refs: v.refs}
 }
 
 func wantType(kind string) protoreflect.FullName {
@@ -160,7 +271,7 @@ func (v *validator) refer(k refKind, name, field string) {
 func (v *validator) resolve(k refKind, what string, have map[string]bool, where string) {
 	for _, r := range v.refs[k] {
 		if !have[r.name] {
-			v.errs = append(v.errs, fmt.Errorf("node %s: %s: %s %q is not in the node's %s", v.node, r.from, what, r.name, where))
+			v.errorf("%s: %s %q is not in the node's %s", r.from, what, r.name, where)
 		}
 	}
 }
@@ -307,5 +418,5 @@ func duplicates(names []string) string {
 func Message(m proto.Message) error {
 	v := &validator{node: "-", refs: map[refKind][]ref{}, at: string(m.ProtoReflect().Descriptor().Name()), anySource: true}
 	v.message(m.ProtoReflect(), "", true)
-	return errors.Join(v.errs...)
+	return v.err()
 }

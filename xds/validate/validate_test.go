@@ -277,3 +277,96 @@ func TestMessage(t *testing.T) {
 		t.Errorf("Message(valid) = %v", err)
 	}
 }
+
+// TestMemo: a Memo gives Validate's answers while deep-checking each
+// resource object once. A rejected resource stays rejected, for every node
+// serving it and in later generations; a broken copy of a resource that
+// passed is checked, not taken for the original; node-level checks run
+// every time.
+func TestMemo(t *testing.T) {
+	breakListener := func(t *testing.T, nr *translate.NodeResources) {
+		l := proto.Clone(named[*listenerv3.Listener](nr.Listeners, translate.EdgeListenerName)).(*listenerv3.Listener)
+		rewriteHCM(t, l, func(h *hcmv3.HttpConnectionManager) {
+			h.HttpFilters[1].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: &anypb.Any{TypeUrl: "type.googleapis.com/acme.NoSuchFilter"}}
+		})
+		nr.Listeners = append(without(nr.Listeners, translate.EdgeListenerName), l)
+	}
+	// sameBroken serves one broken listener object every time it runs.
+	var broken []types.Resource
+	sameBroken := func(t *testing.T, nr *translate.NodeResources) {
+		if broken == nil {
+			breakListener(t, nr)
+			broken = nr.Listeners
+		}
+		nr.Listeners = broken
+	}
+	tests := []struct {
+		name string
+		// steps run in order on one Memo, each on a fresh shallow copy of
+		// the edge node (resource objects shared), with Next between.
+		steps []func(t *testing.T, nr *translate.NodeResources)
+		// wantErr per step: "" valid, else a substring of the error.
+		wantErr []string
+		// wantNew per step: resources deep-checked in that step, -1 = all.
+		wantNew []int
+	}{
+		{
+			name:    "unchanged resources are checked once",
+			steps:   []func(*testing.T, *translate.NodeResources){nil, nil, nil},
+			wantErr: []string{"", "", ""},
+			wantNew: []int{-1, 0, 0},
+		},
+		{
+			name:    "a bad resource is rejected every time",
+			steps:   []func(*testing.T, *translate.NodeResources){breakListener, nil, breakListener},
+			wantErr: []string{`cannot unpack "type.googleapis.com/acme.NoSuchFilter"`, "", `cannot unpack "type.googleapis.com/acme.NoSuchFilter"`},
+			wantNew: []int{-1, 1, 1}, // the good listener, then a new broken copy
+		},
+		{
+			name:    "a remembered rejection still rejects",
+			steps:   []func(*testing.T, *translate.NodeResources){sameBroken, sameBroken, sameBroken},
+			wantErr: []string{`cannot unpack "type.googleapis.com/acme.NoSuchFilter"`, `cannot unpack "type.googleapis.com/acme.NoSuchFilter"`, `cannot unpack "type.googleapis.com/acme.NoSuchFilter"`},
+			wantNew: []int{-1, 0, 0},
+		},
+		{
+			name: "node-level checks are not remembered",
+			steps: []func(*testing.T, *translate.NodeResources){nil, func(t *testing.T, nr *translate.NodeResources) {
+				nr.Routes = without(nr.Routes, translate.EdgeRouteName("edge"))
+			}},
+			wantErr: []string{"", `route configuration "edge/edge" is not in the node's routes`},
+			wantNew: []int{-1, 0},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			edge := example(t).Nodes["edge"]
+			all := len(edge.Listeners) + len(edge.Routes) + len(edge.Clusters) + len(edge.Endpoints)
+			m := validate.NewMemo()
+			for i, step := range tt.steps {
+				m.Next()
+				nr := *edge
+				if step != nil {
+					step(t, &nr)
+				}
+				before := m.Checks()
+				err := m.Validate(&nr)
+				switch {
+				case tt.wantErr[i] == "" && err != nil:
+					t.Fatalf("step %d: %v", i, err)
+				case tt.wantErr[i] != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr[i])):
+					t.Fatalf("step %d: error %v, want %q", i, err, tt.wantErr[i])
+				}
+				if plain := validate.Validate(&nr); (plain == nil) != (err == nil) || (err != nil && plain.Error() != err.Error()) {
+					t.Errorf("step %d: memo says %v, Validate says %v", i, err, plain)
+				}
+				want := tt.wantNew[i]
+				if want < 0 {
+					want = all
+				}
+				if got := m.Checks() - before; got != want {
+					t.Errorf("step %d: %d resources deep-checked, want %d", i, got, want)
+				}
+			}
+		})
+	}
+}

@@ -51,8 +51,35 @@ type decoded struct {
 	err       error                      // a validation error: NACK
 }
 
-// decoder decodes and validates each distinct resource set once.
-type decoder struct{ m sync.Map }
+// decoder decodes and validates each distinct resource set once, and
+// works out the SDS names of each distinct pair of cluster and listener
+// sets once: every stream of a node would otherwise unpack the same
+// transport sockets again, which is the load generator's CPU, not the
+// control plane's, in the measured fan-out.
+type decoder struct {
+	m       sync.Map // key → *decoded
+	secrets sync.Map // secretsKey → *referenced
+}
+
+type secretsKey struct{ cds, lds *decoded }
+
+type referenced struct {
+	once  sync.Once
+	names []string
+	err   error
+}
+
+// referencedSecrets returns the sorted SDS names the clusters of cds and
+// the listeners of lds fetch over ADS.
+func (d *decoder) referencedSecrets(cds, lds *decoded) ([]string, error) {
+	v, _ := d.secrets.LoadOrStore(secretsKey{cds, lds}, &referenced{})
+	ref := v.(*referenced)
+	ref.once.Do(func() {
+		ref.names, ref.err = cache.ReferencedSecrets(lds.resources, cds.resources)
+		sort.Strings(ref.names)
+	})
+	return ref.names, ref.err
+}
 
 func (d *decoder) get(key string, anys []*anypb.Any) *decoded {
 	v, _ := d.m.LoadOrStore(key, &decoded{})
@@ -129,8 +156,12 @@ func (p *Proxy) Receipt(typ string) Receipt {
 
 // start dials and opens the stream, then subscribes like Envoy.
 func (p *Proxy) start(ctx context.Context, addr string) error {
+	// Fixed windows, as Envoy's HTTP/2 codec has (256 MiB by default):
+	// grpc-go's BDP estimation would answer every response with a window
+	// update and a ping, traffic no Envoy sends.
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithReadBufferSize(16<<10), grpc.WithWriteBufferSize(16<<10),
+		grpc.WithStaticStreamWindowSize(16<<20), grpc.WithStaticConnWindowSize(16<<20),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
@@ -266,7 +297,10 @@ func (p *Proxy) onDelta(r *discovery.DeltaDiscoveryResponse) error {
 	h := sha256.New()
 	anys := make([]*anypb.Any, 0, len(names))
 	for _, n := range names {
-		fmt.Fprintf(h, "%s@%s;", n, set[n].GetVersion())
+		h.Write([]byte(n))
+		h.Write([]byte{'@'})
+		h.Write([]byte(set[n].GetVersion()))
+		h.Write([]byte{';'})
 		anys = append(anys, set[n].GetResource())
 	}
 	key := p.node.GetId() + "|" + typ + "|" + hex.EncodeToString(h.Sum(nil))
@@ -304,11 +338,10 @@ func (p *Proxy) follow(typ string, dec *decoded) error {
 		want[resource.RouteType] = sortedNames(dec.refs[resource.RouteType])
 	}
 	if cds != nil && lds != nil {
-		secrets, err := cache.ReferencedSecrets(lds.resources, cds.resources)
+		secrets, err := p.dec.referencedSecrets(cds, lds)
 		if err != nil {
 			return fmt.Errorf("referenced secrets: %w", err)
 		}
-		sort.Strings(secrets)
 		want[resource.SecretType] = secrets
 	}
 	for _, t := range []string{resource.EndpointType, resource.RouteType, resource.SecretType} {
