@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"strings"
 
 	"github.com/gatehouse-proxy/gatehouse/extauthz/policy"
 	"github.com/gatehouse-proxy/gatehouse/internal/config"
@@ -62,5 +64,29 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return 1
 	}
 	fmt.Fprintf(stdout, "ok: %s and policies in %s are valid\n", cf.config, cfg.Authz.Policies.Dir)
+	printPolicyShape(ctx, stdout, cfg.Authz.Policies)
 	return 0
+}
+
+// printPolicyShape says what the policy reads of input and whether its
+// decisions are cached, so a policy edit that turns the cache off (a call
+// to http.send, a read of the request id) shows before it is deployed.
+func printPolicyShape(ctx context.Context, w io.Writer, p config.Policies) {
+	opts := []policy.Option{policy.WithDir(p.Dir), policy.WithQuery(p.Query), policy.WithLogger(slog.New(slog.DiscardHandler))}
+	if p.DecisionCache != nil {
+		opts = append(opts, policy.WithDecisionCache(*p.DecisionCache))
+	}
+	e, err := policy.New(ctx, opts...)
+	if err != nil || e == nil {
+		return // Check above has reported what is wrong
+	}
+	st := e.Status()
+	if len(st.Reads) > 0 {
+		fmt.Fprintf(w, "policy reads: %s\n", strings.Join(st.Reads, ", "))
+	}
+	if st.DecisionCache.Enabled {
+		fmt.Fprintln(w, "decision cache: on")
+	} else if st.Revision != "" {
+		fmt.Fprintf(w, "decision cache: off (%s)\n", st.DecisionCache.Reason)
+	}
 }

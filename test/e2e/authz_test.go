@@ -270,8 +270,17 @@ func TestValidateCommand(t *testing.T) {
 		}
 		return 0, string(out)
 	}
-	if code, out := run("validate", "--config", good); code != 0 || !strings.Contains(out, "ok:") {
+	if code, out := run("validate", "--config", good); code != 0 || !strings.Contains(out, "ok:") ||
+		!strings.Contains(out, "policy reads: input.attributes.request.http.method, ") || !strings.Contains(out, "decision cache: on") {
 		t.Errorf("valid config: exit %d\n%s", code, out)
+	}
+	// A policy that reads the clock is valid, and told to have no cache.
+	writeFile(t, filepath.Join(policies, "envoy", "authz", "clock.rego"), "package envoy.authz\n\nlate if time.now_ns() > 0\n")
+	if code, out := run("validate", "--config", good); code != 0 || !strings.Contains(out, "decision cache: off (policy calls time.now_ns, which is not deterministic)") {
+		t.Errorf("clock policy: exit %d\n%s", code, out)
+	}
+	if err := os.Remove(filepath.Join(policies, "envoy", "authz", "clock.rego")); err != nil {
+		t.Fatal(err)
 	}
 	if code, out := run("validate", "--config", badCfg); code != 1 || !strings.Contains(out, "bad.yaml:4: field timout not found") {
 		t.Errorf("bad config: exit %d\n%s", code, out)
