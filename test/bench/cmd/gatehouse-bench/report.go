@@ -5,6 +5,7 @@ import (
 	"io"
 	"slices"
 	"text/tabwriter"
+	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/test/bench/xdsload"
 )
@@ -324,14 +325,15 @@ func ratioCell(r [3]float64) string {
 func printXDS(w io.Writer, xr *xdsReport, f flags) {
 	fmt.Fprintf(w, "\n## xDS (gatehouse xds, %d services / %d node ids, %d streams, client and server share the CPUs)\n\n", xr.Mesh.Services, len(xr.Mesh.Nodes()), f.streams)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tconnect s\tconfig s\tendpoints s (streams)\trotation s\theap KB/stream\tRSS KB/stream\tgoroutines idle→conn→after\tNACKs\t")
+	fmt.Fprintln(tw, "mode\tconnect s\tconfig s (first)\tconfig server CPU ms\tendpoints s (streams)\trotation s\theap KB/stream\tRSS KB/stream\tgoroutines idle→conn→after\tNACKs\t")
 	for _, r := range xr.Runs {
 		conv := map[string]xdsload.Change{}
 		for _, c := range r.Changes {
 			conv[c.Kind] = c
 		}
-		fmt.Fprintf(tw, "%s\t%.2f\t%.3f\t%.3f (%d)\t%.3f\t%.1f\t%.1f\t%d→%d→%d\t%d\t\n", r.Mode, r.Connect.Seconds(),
-			conv["config"].Converge.Seconds(), conv["endpoints"].Converge.Seconds(), conv["endpoints"].Streams,
+		fmt.Fprintf(tw, "%s\t%.2f\t%.3f (%.3f)\t%.0f\t%.3f (%d)\t%.3f\t%.1f\t%.1f\t%d→%d→%d\t%d\t\n", r.Mode, r.Connect.Seconds(),
+			conv["config"].Converge.Seconds(), conv["config"].First.Seconds(), float64(conv["config"].ServerCPU)/float64(time.Millisecond),
+			conv["endpoints"].Converge.Seconds(), conv["endpoints"].Streams,
 			conv["rotation"].Converge.Seconds(), r.HeapPerStream/1024, r.RSSPerStream/1024,
 			r.GoroutinesIdle, r.GoroutinesConn, r.GoroutinesEnd, r.NACKs)
 	}
