@@ -177,6 +177,23 @@ func TestDecisionLogLevel(t *testing.T) {
 	if len(h.recs) != 0 {
 		t.Errorf("%d records at warn, want none", len(h.recs))
 	}
+
+	// A sidecar hop allowed on behalf of a user names the user, never the
+	// assertion itself.
+	h = &countingHandler{level: slog.LevelInfo}
+	s = New(&deadlinePolicy{}, WithLogger(slog.New(h)))
+	obo := outcome{allowed: true, upstream: upstream{assertion: "eyJ.secret.sig", onBehalfOfSubject: "alice", onBehalfOfRoles: "reader"}}
+	s.logDecision(context.Background(), req, id, d, obo, time.Millisecond)
+	got = map[string]string{}
+	h.recs[0].Attrs(func(a slog.Attr) bool { got[a.Key] = a.Value.String(); return true })
+	if got["on_behalf_of"] != "alice" {
+		t.Errorf("on_behalf_of = %q, want alice", got["on_behalf_of"])
+	}
+	for k, v := range got {
+		if strings.Contains(v, "secret") {
+			t.Errorf("%s = %q carries the assertion", k, v)
+		}
+	}
 }
 
 // TestMetricsSeries: every outcome lands in its own series, statuses

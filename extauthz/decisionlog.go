@@ -47,6 +47,10 @@ func (s *Server) logDecision(ctx context.Context, req *authv3.CheckRequest, id *
 	if p := req.GetAttributes().GetSource().GetPrincipal(); p != "" {
 		attrs = append(attrs, slog.String("peer", p))
 	}
+	if u := out.upstream.onBehalfOfSubject; u != "" {
+		// A sidecar hop allowed for the user of a verified assertion.
+		attrs = append(attrs, slog.String("on_behalf_of", u))
+	}
 	s.decisions.LogAttrs(ctx, slog.LevelInfo, "decision", attrs...)
 }
 
