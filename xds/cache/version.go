@@ -52,9 +52,13 @@ func ResourceHash(r types.Resource) (string, error) {
 type typeData struct {
 	typeURL string
 	version string
-	// items by name; names sorted.
+	// items by name; names sorted, list in the same order.
 	items map[string]*Encoded
 	names []string
+	list  []*Encoded
+	// hashes maps every name to its resource hash: what a delta client
+	// holds after receiving the whole type. Shared; copied before use.
+	hashes map[string]string
 	// anys is the SotW resources field, sorted by name.
 	anys []*anypb.Any
 	// returned maps every name to version: what a SotW client holds after
@@ -208,11 +212,15 @@ func typeDataOf(typeURL string, encoded []*Encoded) (*typeData, error) {
 		h.Write(lenBuf[:n])
 		h.Write(b)
 	}
+	td.list = make([]*Encoded, 0, len(td.names))
+	td.hashes = make(map[string]string, len(td.names))
 	for _, name := range td.names {
 		e := td.items[name]
 		write([]byte(name))
 		write(e.body)
 		td.anys = append(td.anys, e.delta.GetResource())
+		td.list = append(td.list, e)
+		td.hashes[name] = e.hash
 	}
 	// 128 bits is plenty to detect change and keeps versions readable.
 	td.version = hex.EncodeToString(h.Sum(nil)[:16])
@@ -220,11 +228,7 @@ func typeDataOf(typeURL string, encoded []*Encoded) (*typeData, error) {
 		td.returned[name] = td.version
 	}
 	if typeURL == resource.SecretType {
-		hashes := make(map[string]string, len(td.items))
-		for name, e := range td.items {
-			hashes[name] = e.hash
-		}
-		td.ctx = context.WithValue(td.ctx, pushedSecretsKey{}, hashes)
+		td.ctx = context.WithValue(td.ctx, pushedSecretsKey{}, td.hashes)
 	}
 	return td, nil
 }

@@ -199,6 +199,12 @@ func sotwRespond(ctx context.Context, w *sotwWatch, td *typeData) bool {
 			return true
 		}
 	}
+	// A stream's channel almost always has room: skip the select.
+	select {
+	case w.ch <- resp:
+		return true
+	default:
+	}
 	select {
 	case w.ch <- resp:
 		return true
@@ -237,24 +243,39 @@ func (n *node) deltaWatch(req *gcache.DeltaRequest, sub gcache.Subscription, ch 
 // wildcard subscription's first request, an empty response), with
 // go-control-plane's semantics. sent reports a response; ok is false only
 // when ctx ended first.
+//
+// It runs for every open watch of a node whose type changed, one after the
+// other under the node's lock, so it only works out what the response
+// carries: the client's state after it (a map per stream) is built by the
+// response, on the stream's own goroutine, when the server asks for it.
 func deltaRespond(ctx context.Context, w *deltaWatch, td *typeData) (sent, ok bool) {
 	known := w.sub.ReturnedResources()
 	var out []*discovery.Resource
 	var removed []string
-	// The client's state after a response is built only when one is sent:
-	// most calls (every ACK, every change of another resource) find
-	// nothing new.
+	wildcard := w.sub.IsWildcard()
 	var subscribed map[string]struct{}
-	if w.sub.IsWildcard() {
-		for _, name := range td.names {
-			it := td.items[name]
-			if prev, found := known[name]; !found || prev != it.hash {
+	if wildcard {
+		// Known names that td also holds; when that is all of them,
+		// nothing was removed and known need not be walked.
+		held := 0
+		for i, name := range td.names {
+			it := td.list[i]
+			prev, found := known[name]
+			if found {
+				held++
+			}
+			if !found || prev != it.hash {
+				if out == nil {
+					out = make([]*discovery.Resource, 0, len(td.names)-i)
+				}
 				out = append(out, it.delta)
 			}
 		}
-		for name := range known {
-			if _, ok := td.items[name]; !ok {
-				removed = append(removed, name)
+		if held != len(known) {
+			for name := range known {
+				if _, ok := td.items[name]; !ok {
+					removed = append(removed, name)
+				}
 			}
 		}
 	} else {
@@ -270,25 +291,31 @@ func deltaRespond(ctx context.Context, w *deltaWatch, td *typeData) (sent, ok bo
 			}
 		}
 	}
-	if len(out) == 0 && len(removed) == 0 && (!w.sub.IsWildcard() || w.req.GetResponseNonce() != "") {
+	if len(out) == 0 && len(removed) == 0 && (!wildcard || w.req.GetResponseNonce() != "") {
 		w.seen = td
 		return false, true
 	}
-	var next map[string]string
-	if w.sub.IsWildcard() {
-		next = make(map[string]string, len(td.names))
-		for _, name := range td.names {
-			next[name] = td.items[name].hash
-		}
+	resp := &deltaResponse{req: w.req, version: td.version, resources: out, removed: removed}
+	if wildcard {
+		// The client holds exactly td after this response: td.hashes,
+		// copied when asked for (the server's subscription edits it).
+		resp.all = td.hashes
 	} else {
-		next = make(map[string]string, len(subscribed))
+		// A named subscription's map is the server's and changes with the
+		// stream's next request, so its state is taken now.
+		resp.next = make(map[string]string, len(subscribed))
 		for name := range subscribed {
 			if it, ok := td.items[name]; ok {
-				next[name] = it.hash
+				resp.next[name] = it.hash
 			}
 		}
 	}
-	resp := &deltaResponse{req: w.req, version: td.version, resources: out, removed: removed, next: next}
+	// A stream's channel almost always has room: skip the select.
+	select {
+	case w.ch <- resp:
+		return true, true
+	default:
+	}
 	select {
 	case w.ch <- resp:
 		return true, true
@@ -332,7 +359,13 @@ type deltaResponse struct {
 	version   string
 	resources []*discovery.Resource
 	removed   []string
-	next      map[string]string
+	// next is the client's resource versions after this response. For a
+	// wildcard subscription it is a copy of all (a type's shared hashes),
+	// made once, when the server first asks: on the stream's goroutine,
+	// not in the fan-out loop that answers every stream of the node.
+	nextOnce sync.Once
+	next     map[string]string
+	all      map[string]string
 }
 
 var _ gcache.DeltaResponse = (*deltaResponse)(nil)
@@ -349,6 +382,17 @@ func (r *deltaResponse) GetDeltaDiscoveryResponse() (*discovery.DeltaDiscoveryRe
 func (r *deltaResponse) GetDeltaRequest() *discovery.DeltaDiscoveryRequest { return r.req }
 func (r *deltaResponse) GetSystemVersion() (string, error)                 { return r.version, nil }
 func (r *deltaResponse) GetResponseVersion() string                        { return r.version }
-func (r *deltaResponse) GetNextVersionMap() map[string]string              { return r.next }
-func (r *deltaResponse) GetReturnedResources() map[string]string           { return r.next }
+func (r *deltaResponse) GetNextVersionMap() map[string]string              { return r.nextVersions() }
+func (r *deltaResponse) GetReturnedResources() map[string]string           { return r.nextVersions() }
 func (r *deltaResponse) GetContext() context.Context                       { return context.Background() }
+
+// nextVersions is the client's state after this response (the same map on
+// every call).
+func (r *deltaResponse) nextVersions() map[string]string {
+	r.nextOnce.Do(func() {
+		if r.all != nil {
+			r.next = maps.Clone(r.all)
+		}
+	})
+	return r.next
+}

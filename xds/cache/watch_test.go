@@ -3,6 +3,7 @@ package cache_test
 import (
 	"context"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -403,5 +404,102 @@ func TestSetEncodedShares(t *testing.T) {
 		if len(sotw[typ])+len(delta[typ]) != 0 {
 			t.Errorf("%s: equal content answered a watch", typ)
 		}
+	}
+}
+
+// TestDeltaWildcardDiff: a wildcard delta watch gets exactly the resources
+// its client lacks or holds at another version, and the names it holds
+// that are gone as removed; a current client's ACK is not answered. Each
+// response hands the server its own copy of the client's new state.
+func TestDeltaWildcardDiff(t *testing.T) {
+	ctx := context.Background()
+	c := cache.New(nil)
+	set := cachetest.Set(nil, "10.0.0.1:1")
+	set[resource.ListenerType] = benchListeners(3, 1)
+	if err := c.SetResources(ctx, node, set); err != nil {
+		t.Fatal(err)
+	}
+	current := map[string]string{}
+	for _, l := range set[resource.ListenerType] {
+		h, err := cache.ResourceHash(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		current[gcache.GetResourceName(l)] = h
+	}
+	with := func(edit func(m map[string]string)) map[string]string {
+		m := maps.Clone(current)
+		edit(m)
+		return m
+	}
+	all := []string{"listener-0", "listener-1", "listener-2"}
+	for _, tc := range []struct {
+		name        string
+		known       map[string]string
+		nonce       string
+		wantSent    bool
+		wantOut     []string
+		wantRemoved []string
+	}{
+		{name: "new stream", known: nil, wantSent: true, wantOut: all},
+		{name: "reconnect, current", known: current, wantSent: true},
+		{name: "ACK, current", known: current, nonce: "1"},
+		{name: "stale version", known: with(func(m map[string]string) { m["listener-1"] = "old" }), nonce: "1",
+			wantSent: true, wantOut: []string{"listener-1"}},
+		{name: "unsubscribed by name", known: with(func(m map[string]string) { m["listener-2"] = "" }), nonce: "1",
+			wantSent: true, wantOut: []string{"listener-2"}},
+		{name: "missing", known: with(func(m map[string]string) { delete(m, "listener-0") }), nonce: "1",
+			wantSent: true, wantOut: []string{"listener-0"}},
+		{name: "gone", known: with(func(m map[string]string) { m["gone"] = "x" }), nonce: "1",
+			wantSent: true, wantRemoved: []string{"gone"}},
+		{name: "gone and missing", known: with(func(m map[string]string) { delete(m, "listener-0"); m["gone"] = "x" }), nonce: "1",
+			wantSent: true, wantOut: []string{"listener-0"}, wantRemoved: []string{"gone"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var resps []gcache.DeltaResponse
+			for range 2 {
+				sub := stream.NewDeltaSubscription(nil, nil, maps.Clone(tc.known), true)
+				ch := make(chan gcache.DeltaResponse, 1)
+				req := &discovery.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resource.ListenerType, ResponseNonce: tc.nonce}
+				cancel, err := c.CreateDeltaWatch(req, sub, ch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !tc.wantSent {
+					if len(ch) != 0 || cancel == nil {
+						t.Fatal("answered a current client")
+					}
+					cancel()
+					return
+				}
+				if len(ch) != 1 {
+					t.Fatal("not answered")
+				}
+				resps = append(resps, <-ch)
+			}
+			d, err := resps[0].GetDeltaDiscoveryResponse()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, r := range d.GetResources() {
+				if r.GetVersion() != current[r.GetName()] {
+					t.Errorf("%s at version %q, want %q", r.GetName(), r.GetVersion(), current[r.GetName()])
+				}
+				out = append(out, r.GetName())
+			}
+			if !slices.Equal(out, tc.wantOut) || !slices.Equal(d.GetRemovedResources(), tc.wantRemoved) {
+				t.Errorf("sent %v removed %v, want %v and %v", out, d.GetRemovedResources(), tc.wantOut, tc.wantRemoved)
+			}
+			next := resps[0].GetNextVersionMap()
+			if !maps.Equal(next, current) || !maps.Equal(resps[0].GetReturnedResources(), current) {
+				t.Fatalf("client state after response %v, want %v", next, current)
+			}
+			// The server edits its subscription's map in place.
+			next["listener-0"] = ""
+			if got := resps[1].GetNextVersionMap(); !maps.Equal(got, current) {
+				t.Fatalf("responses share the client state: %v", got)
+			}
+		})
 	}
 }

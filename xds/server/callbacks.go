@@ -77,16 +77,15 @@ func (s *Server) callbacks() serverv3.Callbacks {
 
 func (s *Server) open(ctx context.Context, k streamKey, proto string) {
 	s.metrics.streams.WithLabelValues(proto).Inc()
-	s.streams.Store(k, &streamState{ctx: ctx, pending: map[string]pending{}})
+	s.streams.store(k, &streamState{ctx: ctx, pending: map[string]pending{}})
 }
 
 func (s *Server) closed(k streamKey, proto string) {
 	s.metrics.streams.WithLabelValues(proto).Dec()
-	v, ok := s.streams.LoadAndDelete(k)
-	if !ok {
+	st := s.streams.loadAndDelete(k)
+	if st == nil {
 		return
 	}
-	st := v.(*streamState)
 	st.mu.Lock()
 	nodeID := st.node
 	st.mu.Unlock()
@@ -97,10 +96,7 @@ func (s *Server) closed(k streamKey, proto string) {
 }
 
 func (s *Server) stream(k streamKey) *streamState {
-	if v, ok := s.streams.Load(k); ok {
-		return v.(*streamState)
-	}
-	return nil
+	return s.streams.load(k)
 }
 
 // request classifies a request: the answer to the stream's last push of

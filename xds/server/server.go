@@ -99,11 +99,11 @@ type Server struct {
 	// hold a graceful stop forever.
 	stop context.CancelFunc
 
-	// streams holds a *streamState per open stream. A sync.Map, not a
-	// mutex and a map: every request and response of every stream looks
-	// its state up, and with thousands of streams answering one change at
-	// once a single lock is where they would queue.
-	streams sync.Map
+	// streams holds each open stream's state. Not one mutex and a map:
+	// every request and response of every stream looks its state up, and
+	// with thousands of streams answering one change at once a single
+	// lock is where they would queue (see streamTable).
+	streams streamTable
 }
 
 // streamKey separates SotW and delta stream ids, which go-control-plane

@@ -72,7 +72,11 @@ type referenced struct {
 // referencedSecrets returns the sorted SDS names the clusters of cds and
 // the listeners of lds fetch over ADS.
 func (d *decoder) referencedSecrets(cds, lds *decoded) ([]string, error) {
-	v, _ := d.secrets.LoadOrStore(secretsKey{cds, lds}, &referenced{})
+	k := secretsKey{cds, lds}
+	v, ok := d.secrets.Load(k)
+	if !ok {
+		v, _ = d.secrets.LoadOrStore(k, &referenced{})
+	}
 	ref := v.(*referenced)
 	ref.once.Do(func() {
 		ref.names, ref.err = cache.ReferencedSecrets(lds.resources, cds.resources)
@@ -82,7 +86,12 @@ func (d *decoder) referencedSecrets(cds, lds *decoded) ([]string, error) {
 }
 
 func (d *decoder) get(key string, anys []*anypb.Any) *decoded {
-	v, _ := d.m.LoadOrStore(key, &decoded{})
+	// Load first: every stream of a node asks for the same key, and
+	// LoadOrStore would allocate a *decoded for each to throw away.
+	v, ok := d.m.Load(key)
+	if !ok {
+		v, _ = d.m.LoadOrStore(key, &decoded{})
+	}
 	dec := v.(*decoded)
 	dec.once.Do(func() {
 		byName := map[string]types.ResourceWithTTL{}
