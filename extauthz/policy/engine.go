@@ -291,7 +291,6 @@ func (e *Engine) EvaluateRequest(ctx context.Context, req *authv3.CheckRequest, 
 			// An expired request is never answered, not even from the cache.
 			if d, hit := cur.cache.get(key); hit {
 				d.ID = newDecisionID()
-				d.Revision = cur.id
 				return &d, nil
 			}
 		}

@@ -63,6 +63,16 @@ func (r *reads) capacity(n int) int {
 	return min(n, len(r.keys))
 }
 
+// at is what is needed below path: nil if nothing.
+func (r *reads) at(path []string) *reads {
+	for _, k := range path {
+		if r = r.child(k); r == nil {
+			return nil
+		}
+	}
+	return r
+}
+
 // has reports whether anything below key k is needed.
 func (r *reads) has(k string) bool { return r.child(k) != nil }
 
@@ -238,24 +248,12 @@ func (r *reads) cacheable() (bool, string) {
 		{"attributes", "request", "http", "rawBody"}, {"parsed_body"},
 	}
 	for _, p := range big {
-		n := r
-		for _, k := range p {
-			if n = n.child(k); n == nil {
-				break
-			}
-		}
-		if n != nil && n.all {
+		if n := r.at(p); n != nil && n.all {
 			return false, "policy reads all of input." + strings.Join(p, ".")
 		}
 	}
 	for _, p := range perRequest {
-		n := r
-		for _, k := range p {
-			if n = n.child(k); n == nil {
-				break
-			}
-		}
-		if n != nil {
+		if r.at(p) != nil {
 			return false, "policy reads input." + strings.Join(p, ".")
 		}
 	}
