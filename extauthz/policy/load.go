@@ -15,6 +15,8 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/srcpos"
 )
 
 // Error is one problem in a policy file, located as file:line:col so editors
@@ -28,21 +30,7 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-		if e.Col > 0 {
-			fmt.Fprintf(&b, ":%d", e.Col)
-		}
-	}
-	b.WriteString(": ")
-	if e.Code != "" {
-		b.WriteString(e.Code)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Message)
-	return b.String()
+	return srcpos.Message(e.File, e.Line, e.Col, e.Code, e.Message)
 }
 
 // fromASTErrors flattens OPA's errors (parse or compile) into located Errors.

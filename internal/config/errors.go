@@ -1,8 +1,9 @@
 package config
 
 import (
-	"fmt"
 	"strings"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/srcpos"
 )
 
 // Error is one problem in a config file, located as precisely as the file
@@ -16,21 +17,7 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-		if e.Col > 0 {
-			fmt.Fprintf(&b, ":%d", e.Col)
-		}
-	}
-	b.WriteString(": ")
-	if e.Field != "" {
-		b.WriteString(e.Field)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
+	return srcpos.Message(e.File, e.Line, e.Col, e.Field, e.Msg)
 }
 
 // Errors collects every problem found in one file, so a single run of
