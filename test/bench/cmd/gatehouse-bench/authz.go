@@ -16,42 +16,32 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/test/bench/internal/proc"
 )
 
-// regoOnly decides on method, path and a header: no identity. Both
-// Gatehouse and opa-envoy-plugin serve it unchanged.
-const regoOnly = `package envoy.authz
-
-default allow := false
-
-allow if {
+// ordersPolicy is the shape of every bench policy: allow GET /api/orders/…
+// when one more condition holds (a header, a role from a verified token, a
+// logged-in session), so the servers compared differ only in where that
+// condition comes from. prelude holds the rules the condition needs.
+func ordersPolicy(prelude, cond string) string {
+	return "package envoy.authz\n\ndefault allow := false\n\n" + prelude + `allow if {
 	input.attributes.request.http.method == "GET"
 	input.parsed_path[0] == "api"
 	input.parsed_path[1] == "orders"
-	input.attributes.request.http.headers["x-tenant"] == "acme"
+	` + cond + "\n}\n"
 }
-`
 
-// gatehouseRBAC is RBAC on the identity Gatehouse established from the
-// bearer token.
-const gatehouseRBAC = `package envoy.authz
+var (
+	// regoOnly decides on method, path and a header: no identity. Both
+	// Gatehouse and opa-envoy-plugin serve it unchanged.
+	regoOnly = ordersPolicy("", `input.attributes.request.http.headers["x-tenant"] == "acme"`)
 
-default allow := false
+	// gatehouseRBAC is RBAC on the identity Gatehouse established from the
+	// bearer token.
+	gatehouseRBAC = ordersPolicy("", `"reader" in input.identity.roles`)
 
-allow if {
-	input.attributes.request.http.method == "GET"
-	input.parsed_path[0] == "api"
-	input.parsed_path[1] == "orders"
-	"reader" in input.identity.roles
-}
-`
-
-// opaJWTRBAC is the same RBAC for opa-envoy-plugin, which must verify the
-// RS256 token itself: io.jwt.decode_verify against the inlined JWKS, with
-// iss and aud checked as Gatehouse checks them.
-const opaJWTRBAC = `package envoy.authz
-
-default allow := false
-
-jwks := %q
+	// opaJWTRBAC is the same RBAC for opa-envoy-plugin, which must verify
+	// the RS256 token itself: io.jwt.decode_verify against the inlined JWKS
+	// (first %q), with iss (second %q) and aud checked as Gatehouse checks
+	// them.
+	opaJWTRBAC = ordersPolicy(`jwks := %q
 
 token := t if {
 	auth := input.attributes.request.http.headers.authorization
@@ -64,13 +54,8 @@ claims := payload if {
 	valid
 }
 
-allow if {
-	input.attributes.request.http.method == "GET"
-	input.parsed_path[0] == "api"
-	input.parsed_path[1] == "orders"
-	"reader" in claims.roles
-}
-`
+`, `"reader" in claims.roles`)
+)
 
 // authzCase is one server configuration with its request fixtures.
 type authzCase struct {

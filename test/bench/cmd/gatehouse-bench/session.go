@@ -34,17 +34,7 @@ import (
 
 // sessionPolicy allows a logged-in user on /api/orders; the same session
 // on /admin is denied, so every answer is checked both ways.
-const sessionPolicy = `package envoy.authz
-
-default allow := false
-
-allow if {
-	input.attributes.request.http.method == "GET"
-	input.parsed_path[0] == "api"
-	input.parsed_path[1] == "orders"
-	input.identity.kind == "user"
-}
-`
+var sessionPolicy = ordersPolicy("", `input.identity.kind == "user"`)
 
 const (
 	sessionHost     = "shop.example.com" // authzload.Request's host
