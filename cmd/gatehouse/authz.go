@@ -264,8 +264,9 @@ func buildOIDC(o config.OIDC, log *slog.Logger, reg prometheus.Registerer, st st
 	if st != nil {
 		opts = append(opts, oidc.WithRevocationStore(st))
 		if backend == store.BackendRedis {
-			// With one replica the in-process singleflight is all it takes.
-			opts = append(opts, oidc.WithSharedRefresh(st))
+			// With one replica the in-process singleflight and one-time
+			// sets are all it takes.
+			opts = append(opts, oidc.WithSharedRefresh(st), oidc.WithSharedClaims(st))
 		}
 	}
 	flow, err := oidc.New(cfg, opts...)

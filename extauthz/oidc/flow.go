@@ -66,6 +66,9 @@ type Flow struct {
 	// it; results travel sealed with the cookie keys (shared).
 	once   OnceRunner
 	shared *store.Sealer
+	// claims, when set, makes login states and logout-token jtis one-time
+	// across the replicas sharing it, not only on this one.
+	claims Claimer
 
 	reg      prometheus.Registerer
 	refreshN *prometheus.CounterVec // nil without WithRegisterer
@@ -109,6 +112,39 @@ type OnceRunner interface {
 // with the cookie keys, which every replica must share. Without it (or
 // with r nil) refreshes are shared within this process only.
 func WithSharedRefresh(r OnceRunner) Option { return func(f *Flow) { f.once = r } }
+
+// Claimer makes a value usable once across replicas; internal/store's
+// Store implements it (SET NX in Redis).
+type Claimer interface {
+	Claim(ctx context.Context, key string, ttl time.Duration) (first bool, err error)
+}
+
+// WithSharedClaims makes a login's state and a back-channel logout token's
+// jti one-time across every replica sharing c, not once per replica: a
+// callback or logout token replayed to another replica is refused there
+// too. This replica's own bounded sets are checked first either way. When
+// c fails (Redis unreachable) a login callback fails closed (503, the user
+// starts again) while a logout token is still honoured on this replica's
+// word: refusing it would leave the session alive.
+func WithSharedClaims(c Claimer) Option { return func(f *Flow) { f.claims = c } }
+
+// firstUse reports whether key (in namespace kind) is used for the first
+// time: on this replica, then, with shared claims, on any replica. err is
+// set only when the shared answer is unknown; first is then this
+// replica's answer.
+func (f *Flow) firstUse(ctx context.Context, local *ttlCache[struct{}], kind, key string, ttl time.Duration) (first bool, err error) {
+	if !local.add(key, struct{}{}, ttl) {
+		return false, nil
+	}
+	if f.claims == nil {
+		return true, nil
+	}
+	first, err = f.claims.Claim(ctx, "oidc:"+kind+"|"+key, ttl)
+	if err != nil {
+		return true, fmt.Errorf("shared %s claim: %w", kind, err)
+	}
+	return first, nil
+}
 
 // Bounds of the in-memory sets.
 const (

@@ -147,7 +147,12 @@ func (f *Flow) callback(ctx context.Context, r *Request, query string) *Response
 	if p == nil || p.host != normalizeHost(r.Host, "https") {
 		return fail(http.StatusBadRequest, "provider or host mismatch", nil)
 	}
-	if !f.usedStates.add(name, struct{}{}, f.cfg.LoginTTL+f.cfg.ClockSkew) {
+	switch first, err := f.firstUse(ctx, f.usedStates, "state", name, f.cfg.LoginTTL+f.cfg.ClockSkew); {
+	case err != nil:
+		// Fail closed: without the shared answer a replay sent to this
+		// replica cannot be told from a first use.
+		return fail(http.StatusServiceUnavailable, "one-time state check unavailable", err)
+	case !first:
 		return fail(http.StatusBadRequest, "state replayed", nil)
 	}
 	// RFC 9207: an authorization response naming another issuer is a

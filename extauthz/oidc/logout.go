@@ -103,7 +103,13 @@ func (f *Flow) BackChannelLogout(ctx context.Context, rawToken string) error {
 		if lt.IssuedAt.IsZero() || lt.IssuedAt.After(now.Add(skew)) || now.Sub(lt.IssuedAt) > maxLogoutTokenAge+skew {
 			return fmt.Errorf("%w: iat missing, in the future or too old", errLogoutToken)
 		}
-		if !f.usedJTIs.add(lt.Issuer+"|"+lt.TokenID, struct{}{}, maxLogoutTokenAge+2*skew) {
+		first, err := f.firstUse(ctx, f.usedJTIs, "jti", lt.Issuer+"|"+lt.TokenID, maxLogoutTokenAge+2*skew)
+		if err != nil {
+			// Unknown across replicas, first here: revoke anyway, since
+			// refusing a genuine logout would keep the session alive.
+			f.log.WarnContext(ctx, "oidc back-channel logout: jti checked on this replica only", "err", err)
+		}
+		if !first {
 			return fmt.Errorf("%w: jti replayed", errLogoutToken)
 		}
 		key := "sub:" + lt.Issuer + "|" + lt.Subject

@@ -16,6 +16,11 @@ import (
 // identity).
 const maxMemoryBlobs = 100_000
 
+// maxMemoryClaims bounds the memory store's claims. When it is full of live
+// claims the one that expires first is forgotten (a replay of it would then
+// be accepted); callers keep their own bounded one-time sets as well.
+const maxMemoryClaims = 100_000
+
 // memStore is the one-replica Store: everything in this process.
 type memStore struct {
 	now       func() time.Time
@@ -25,6 +30,7 @@ type memStore struct {
 	flights singleflight.Group
 	results *ttlBytes
 	blobs   *ttlBytes
+	claims  *ttlBytes
 	watch   *watchers
 
 	mu     sync.Mutex
@@ -43,6 +49,7 @@ func newMemory(cfg Config, o options) *memStore {
 		revs:      newRevCache(cfg.MaxRevocations, o.now),
 		results:   newTTLBytes(o.maxResults, o.now),
 		blobs:     newTTLBytes(maxMemoryBlobs, o.now),
+		claims:    newTTLBytes(maxMemoryClaims, o.now),
 		watch:     newWatchers(o.log),
 		leases:    map[string]memLeaseState{},
 	}
@@ -92,6 +99,13 @@ func waitFlight(ctx context.Context, key string, ch <-chan singleflight.Result) 
 	case <-ctx.Done():
 		return nil, fmt.Errorf("store: once %q: %w", key, ctx.Err())
 	}
+}
+
+func (m *memStore) Claim(_ context.Context, key string, ttl time.Duration) (bool, error) {
+	if ttl < time.Millisecond {
+		return false, fmt.Errorf("store: claim %q: ttl must be at least 1ms", key)
+	}
+	return m.claims.add(key, ttl), nil
 }
 
 func (m *memStore) Get(_ context.Context, key string) ([]byte, bool, error) {
@@ -210,10 +224,25 @@ func (c *ttlBytes) get(key string) ([]byte, bool) {
 	return bytes.Clone(e.v), true
 }
 
+// add stores an empty value under key unless a live entry is there: a
+// one-time test-and-set. It reports whether it stored.
+func (c *ttlBytes) add(key string, ttl time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[key]; ok && (e.expires.IsZero() || c.now().Before(e.expires)) {
+		return false
+	}
+	return c.putLocked(key, nil, ttl)
+}
+
 // put stores v; false when full of entries that never expire.
 func (c *ttlBytes) put(key string, v []byte, ttl time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.putLocked(key, v, ttl)
+}
+
+func (c *ttlBytes) putLocked(key string, v []byte, ttl time.Duration) bool {
 	var exp time.Time
 	if ttl > 0 {
 		exp = c.now().Add(ttl)

@@ -28,6 +28,7 @@ import (
 //	epoch                random id written on first use; a change means Redis lost its data
 //	once:lock:<h>        lock token (SET NX PX); h = sha256(key) prefix
 //	once:result:<h>      result bytes, for the result TTL
+//	claim:<h>            "1" (SET NX PX); h = sha256(key) prefix
 //	blob:<key>           Put values
 //	lease:<name>         lease token (SET NX PX)
 //	ch:revocations       channel: a revocations member
@@ -70,6 +71,7 @@ type redisStore struct {
 	chRevocations, chOnce, chBlobs   string
 	onceLockPrefix, onceResultPrefix string
 	blobPrefix, leasePrefix          string
+	claimPrefix                      string
 	revs                             *revCache
 	flights                          singleflight.Group
 	watch                            *watchers
@@ -166,7 +168,7 @@ func newRedis(ctx context.Context, cfg Config, o options, m *metrics) (*redisSto
 		chOnce:         p + "ch:once",
 		chBlobs:        p + "ch:blobs",
 		onceLockPrefix: p + "once:lock:", onceResultPrefix: p + "once:result:",
-		blobPrefix: p + "blob:", leasePrefix: p + "lease:",
+		blobPrefix: p + "blob:", leasePrefix: p + "lease:", claimPrefix: p + "claim:",
 		revs:    newRevCache(cfg.MaxRevocations, o.now),
 		watch:   newWatchers(o.log),
 		done:    make(chan struct{}),
@@ -467,6 +469,23 @@ func (s *redisStore) Delete(ctx context.Context, key string) error {
 
 func (s *redisStore) Watch(ctx context.Context, prefix string, fn func(string)) {
 	s.watch.add(ctx, prefix, fn)
+}
+
+// ---- Claims ----
+
+func (s *redisStore) Claim(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	if ttl < time.Millisecond {
+		return false, fmt.Errorf("store: claim %q: ttl must be at least 1ms", key)
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	// SET NX is atomic in Redis: of any number of replicas claiming the
+	// same key at once, exactly one gets OK.
+	ok, err := s.client.SetNX(ctx, s.claimPrefix+hashKey(key), "1", ttl).Result()
+	if err != nil {
+		return false, s.fail("claim", err)
+	}
+	return ok, nil
 }
 
 // ---- Leases ----

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -493,5 +494,53 @@ func TestMemberRoundTrip(t *testing.T) {
 	}
 	if got := globEscape("a*b?[c]\\"); got != `a\*b\?\[c\]\\` {
 		t.Errorf("globEscape = %q", got)
+	}
+}
+
+// Replicas racing to claim one key: exactly one wins, whichever replica
+// it runs on; other prefixes are other deployments; an unreachable Redis
+// is an error, never a "first".
+func TestRedisClaimExactlyOnceAcrossReplicas(t *testing.T) {
+	srv := redistest.Start(t)
+	clock := newFakeClock()
+	replicas := []*redisStore{
+		newRedisStore(t, redisConfig(srv.Addr()), clock),
+		newRedisStore(t, redisConfig(srv.Addr()), clock),
+		newRedisStore(t, redisConfig(srv.Addr()), clock),
+	}
+	ctx := context.Background()
+	for round := range 5 {
+		key := fmt.Sprintf("login|state-%d", round)
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for _, r := range replicas {
+			for range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					first, err := r.Claim(ctx, key, time.Minute)
+					if err != nil {
+						t.Error(err)
+					}
+					if first {
+						wins.Add(1)
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		if n := wins.Load(); n != 1 {
+			t.Fatalf("%s: %d first claims across 3 replicas x 8, want exactly 1", key, n)
+		}
+	}
+	other := redisConfig(srv.Addr())
+	other.Redis.KeyPrefix = "other:"
+	if first, err := newRedisStore(t, other, clock).Claim(ctx, "login|state-0", time.Minute); err != nil || !first {
+		t.Errorf("another key prefix: first %v, err %v; want a first claim", first, err)
+	}
+	srv.Stop()
+	first, err := replicas[0].Claim(ctx, "login|after-stop", time.Minute)
+	if first || !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Redis down: first %v, err %v; want false and ErrUnavailable", first, err)
 	}
 }

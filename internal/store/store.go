@@ -41,6 +41,17 @@ type OnceRunner interface {
 	Once(ctx context.Context, key string, ttl time.Duration, fn func(context.Context) ([]byte, error)) ([]byte, error)
 }
 
+// Claims make a value usable once across replicas: an OIDC login's state,
+// a back-channel logout token's jti. Without them a replay sent to another
+// replica than the first use would be accepted there.
+type Claims interface {
+	// Claim records key for ttl and reports whether this was its first use
+	// on any replica sharing the store. An error means the answer is
+	// unknown (Redis unreachable): the caller decides whether to fail
+	// closed.
+	Claim(ctx context.Context, key string, ttl time.Duration) (first bool, err error)
+}
+
 // Blobs are opaque values shared by key, with change notifications.
 type Blobs interface {
 	// Get returns the value under key and whether there is one.
@@ -92,6 +103,7 @@ type Health interface {
 type Store interface {
 	Revocations
 	OnceRunner
+	Claims
 	Blobs
 	Leases
 	Health

@@ -330,3 +330,76 @@ func TestRevCacheBoundedFailsClosed(t *testing.T) {
 		t.Error("k3 not revoked")
 	}
 }
+
+func TestStoreClaims(t *testing.T) {
+	for _, f := range factories() {
+		t.Run(f.name, func(t *testing.T) {
+			clock := newFakeClock()
+			s := f.make(t, clock)
+			ctx := context.Background()
+			claim := func(key string, ttl time.Duration) bool {
+				t.Helper()
+				first, err := s.Claim(ctx, key, ttl)
+				if err != nil {
+					t.Fatalf("Claim(%q): %v", key, err)
+				}
+				return first
+			}
+			tests := []struct {
+				name string
+				key  string
+				want bool
+			}{
+				{"first use of a login state", "login|state-1", true},
+				{"the same state again", "login|state-1", false},
+				{"another state", "login|state-2", true},
+				{"a jti with the same text in another namespace", "jti|state-1", true},
+				{"that jti again", "jti|state-1", false},
+			}
+			for _, tc := range tests {
+				if got := claim(tc.key, time.Hour); got != tc.want {
+					t.Errorf("%s: Claim = %v, want %v", tc.name, got, tc.want)
+				}
+			}
+			for _, ttl := range []time.Duration{0, -time.Second, time.Microsecond} {
+				if _, err := s.Claim(ctx, "bad-ttl", ttl); err == nil {
+					t.Errorf("Claim with ttl %v: no error", ttl)
+				}
+			}
+			// A claim ends with its ttl (the store's clock in memory,
+			// Redis' own clock in Redis) and the key can be claimed anew.
+			if !claim("short", 100*time.Millisecond) || claim("short", 100*time.Millisecond) {
+				t.Fatal("short claim: want first true, then false")
+			}
+			clock.Add(200 * time.Millisecond)
+			eventually(t, 5*time.Second, "expired claim claimable again", func() bool { return claim("short", time.Hour) })
+			if claim("login|state-1", time.Hour) {
+				t.Error("a live claim was forgotten")
+			}
+		})
+	}
+}
+
+// The memory store forgets the claim that expires first when full, never
+// one of the live claims that expire later.
+func TestMemoryClaimsBounded(t *testing.T) {
+	clock := newFakeClock()
+	c := newTTLBytes(3, clock.Now)
+	if !c.add("soon", time.Minute) || !c.add("b", time.Hour) || !c.add("c", time.Hour) {
+		t.Fatal("first claims refused")
+	}
+	if !c.add("d", time.Hour) {
+		t.Fatal("claim refused when full")
+	}
+	if len(c.m) != 3 {
+		t.Fatalf("%d entries, bound is 3", len(c.m))
+	}
+	for _, k := range []string{"b", "c", "d"} {
+		if c.add(k, time.Hour) {
+			t.Errorf("live claim %q forgotten", k)
+		}
+	}
+	if !c.add("soon", time.Hour) {
+		t.Error("the evicted claim is still held")
+	}
+}
