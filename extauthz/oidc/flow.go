@@ -260,13 +260,15 @@ func (p *provider) discover(ctx context.Context) (*discovered, error) {
 		return nil, p.failErr
 	}
 	var meta struct {
-		EndSession string `json:"end_session_endpoint"`
-		IssParam   bool   `json:"authorization_response_iss_parameter_supported"`
+		EndSession  string   `json:"end_session_endpoint"`
+		IssParam    bool     `json:"authorization_response_iss_parameter_supported"`
+		AuthMethods []string `json:"token_endpoint_auth_methods_supported"`
 	}
 	_ = op.Claims(&meta) // optional metadata
 	ep := op.Endpoint()
-	if p.secret == "" {
-		ep.AuthStyle = oauth2.AuthStyleInParams // public client: client_id in the form, PKCE proves the rest
+	if ep.AuthStyle, err = tokenAuthStyle(p.secret != "", meta.AuthMethods); err != nil {
+		p.failedAt, p.failErr = time.Now(), fmt.Errorf("provider %s: discovery: %w", p.cfg.Name, err)
+		return nil, p.failErr
 	}
 	d := &discovered{
 		verifier:   op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: f.now}),
@@ -282,6 +284,24 @@ func (p *provider) discover(ctx context.Context) (*discovered, error) {
 	f.log.Info("oidc provider discovered", "provider", p.cfg.Name, "issuer", p.cfg.Issuer,
 		"end_session", d.endSession != "")
 	return d, nil
+}
+
+// tokenAuthStyle picks, once, how the client authenticates at the token
+// endpoint, from the IdP's token_endpoint_auth_methods_supported (absent,
+// OpenID Connect Discovery's default is client_secret_basic). Leaving it to
+// oauth2's auto-detection would retry a refused request the other way,
+// posting a refused authorization code a second time. A public client
+// sends its client_id in the form; PKCE proves the rest.
+func tokenAuthStyle(confidential bool, methods []string) (oauth2.AuthStyle, error) {
+	switch {
+	case !confidential:
+		return oauth2.AuthStyleInParams, nil
+	case len(methods) == 0 || slices.Contains(methods, "client_secret_basic"):
+		return oauth2.AuthStyleInHeader, nil
+	case slices.Contains(methods, "client_secret_post"):
+		return oauth2.AuthStyleInParams, nil
+	}
+	return oauth2.AuthStyleAutoDetect, fmt.Errorf("token_endpoint_auth_methods_supported %q has neither client_secret_basic nor client_secret_post, the methods a client secret can use", methods)
 }
 
 // oauthContext makes the oauth2 package use our HTTP client.
