@@ -18,8 +18,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gatehouse-proxy/gatehouse/test/testidp"
 )
@@ -35,19 +33,10 @@ func TestAssertionProcess(t *testing.T) {
 	idp := testidp.New(t)
 	policyDir, state := filepath.Join(dir, "policies"), filepath.Join(dir, "state")
 	copyDir(t, filepath.Join(repoRoot(t), "policies"), policyDir)
-	cfg := filepath.Join(dir, "gatehouse.yaml")
-	writeFile(t, cfg, fmt.Sprintf(`listen:
-  authz: 127.0.0.1:0
-  admin: 127.0.0.1:0
-authz:
+	cfg := writeConfig(t, dir, fmt.Sprintf(authzListen+`authz:
   policies:
     dir: %s
-  jwt:
-    issuers:
-      - issuer: %s
-        audiences: [gatehouse]
-        jwks_uri: %s
-  assertion:
+`+jwtIssuer+`  assertion:
     enabled: true
     ttl: 30s
     chains: [{from: orders, to: inventory}]
@@ -57,16 +46,8 @@ mesh:
     - {name: orders, endpoints: ["orders:15443"]}
     - {name: inventory, endpoints: ["inventory:15443"]}
 `, policyDir, idp.Issuer(), idp.JWKSURI()))
-	p, addrs := start(t, "authz", "--config", cfg, "--state-dir", state)
-	if len(addrs) != 2 {
-		t.Fatalf("listening line named %v", addrs)
-	}
-	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	env := &authzEnv{client: authv3.NewAuthorizationClient(conn), admin: addrs[1], idp: idp, proc: p}
+	p, client, admin := startAuthzProc(t, cfg, "--state-dir", state)
+	env := &authzEnv{client: client, admin: admin, idp: idp, proc: p}
 
 	// The keys: published as a JWKS, stored 0600 in a 0700 directory.
 	code, body := env.get(t, "/.well-known/gatehouse/jwks.json")

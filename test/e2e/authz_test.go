@@ -34,35 +34,56 @@ func startAuthz(t *testing.T) *authzEnv {
 	dir := t.TempDir()
 	env := &authzEnv{policyDir: filepath.Join(dir, "policies"), idp: testidp.New(t)}
 	copyDir(t, filepath.Join(repoRoot(t), "policies"), env.policyDir)
-	cfg := filepath.Join(dir, "gatehouse.yaml")
-	writeFile(t, cfg, fmt.Sprintf(`listen:
-  authz: 127.0.0.1:0
-  admin: 127.0.0.1:0
-log:
+	cfg := writeConfig(t, dir, fmt.Sprintf(authzListen+`log:
   level: info
 authz:
   policies:
     dir: %s
   headers:
     strip_authorization: true
-  jwt:
-    issuers:
-      - issuer: %s
-        audiences: [gatehouse]
-        jwks_uri: %s
-`, env.policyDir, env.idp.Issuer(), env.idp.JWKSURI()))
-	p, addrs := start(t, "authz", "--config", cfg)
+`+jwtIssuer, env.policyDir, env.idp.Issuer(), env.idp.JWKSURI()))
+	env.proc, env.client, env.admin = startAuthzProc(t, cfg)
+	return env
+}
+
+// startAuthzProc runs `gatehouse authz --config cfg` with the extra args
+// and returns the process, an ext_authz client of its first listener
+// (closed with the test) and the address of its admin listener.
+func startAuthzProc(t *testing.T, cfg string, extra ...string) (*proc, authv3.AuthorizationClient, string) {
+	t.Helper()
+	p, addrs := start(t, append([]string{"authz", "--config", cfg}, extra...)...)
 	if len(addrs) != 2 {
 		t.Fatalf("listening line named %v", addrs)
 	}
-	env.proc, env.admin = p, addrs[1]
 	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	env.client = authv3.NewAuthorizationClient(conn)
-	return env
+	return p, authv3.NewAuthorizationClient(conn), addrs[1]
+}
+
+// authzListen puts both listeners of `gatehouse authz` on free ports.
+const authzListen = `listen:
+  authz: 127.0.0.1:0
+  admin: 127.0.0.1:0
+`
+
+// jwtIssuer is the jwt section of an authz config that trusts one issuer
+// for the audience gatehouse (fmt: the issuer, its JWKS URI).
+const jwtIssuer = `  jwt:
+    issuers:
+      - issuer: %s
+        audiences: [gatehouse]
+        jwks_uri: %s
+`
+
+// writeConfig writes content to gatehouse.yaml in dir and returns its path.
+func writeConfig(t *testing.T, dir, content string) string {
+	t.Helper()
+	path := filepath.Join(dir, "gatehouse.yaml")
+	writeFile(t, path, content)
+	return path
 }
 
 func writeFile(t *testing.T, path, content string) {

@@ -18,8 +18,6 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gatehouse-proxy/gatehouse/internal/store/redistest"
 	"github.com/gatehouse-proxy/gatehouse/test/dex"
@@ -85,11 +83,7 @@ func TestAuthzReplicas(t *testing.T) {
 	keyFile := filepath.Join(dir, "cookie.key")
 	writeFile(t, keyFile, base64.StdEncoding.EncodeToString(key)+"\n")
 	client := d.Client(dex.ConfidentialClient)
-	cfg := filepath.Join(dir, "gatehouse.yaml")
-	writeFile(t, cfg, fmt.Sprintf(`listen:
-  authz: 127.0.0.1:0
-  admin: 127.0.0.1:0
-log:
+	cfg := writeConfig(t, dir, fmt.Sprintf(authzListen+`log:
   level: info
 store:
   backend: redis
@@ -101,12 +95,7 @@ authz:
   timeout: 15s
   policies:
     dir: %s
-  jwt:
-    issuers:
-      - issuer: %s
-        audiences: [gatehouse]
-        jwks_uri: %s
-  oidc:
+`+jwtIssuer+`  oidc:
     cookie_key_files: [%s]
     refresh_before: %s
     providers:
@@ -129,16 +118,8 @@ authz:
 
 	var fleet []*replica
 	for i := range 3 {
-		p, addrs := start(t, "authz", "--config", cfg, "--state-dir", filepath.Join(dir, "state"+strconv.Itoa(i)))
-		if len(addrs) != 2 {
-			t.Fatalf("listening line named %v", addrs)
-		}
-		conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		fleet = append(fleet, &replica{name: "replica " + strconv.Itoa(i+1), client: authv3.NewAuthorizationClient(conn), admin: addrs[1], proc: p})
+		p, authz, admin := startAuthzProc(t, cfg, "--state-dir", filepath.Join(dir, "state"+strconv.Itoa(i)))
+		fleet = append(fleet, &replica{name: "replica " + strconv.Itoa(i+1), client: authz, admin: admin, proc: p})
 	}
 	r1, r2, r3 := fleet[0], fleet[1], fleet[2]
 

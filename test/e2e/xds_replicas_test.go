@@ -32,45 +32,19 @@ import (
 
 // replicaTemplate is one config for every replica: the shared store, and
 // ext_authz behind one DNS name (several authz replicas).
-const replicaTemplate = `listen:
-  xds: 127.0.0.1:0
-  admin: 127.0.0.1:0
-store:
+const replicaTemplate = xdsListen + `store:
   backend: redis
   redis:
     address: %s
-mesh:
-  trust_domain: e2e.test
-  authz:
-    address: gatehouse-authz.gatehouse.svc:9001
-  services:
-    - name: greeter
+` + meshTrust + `    address: gatehouse-authz.gatehouse.svc:9001
+` + greeterService + `    - name: greeter2
       endpoints: [%q]
       protocol: http2
-    - name: greeter2
-      endpoints: [%q]
-      protocol: http2
-    - name: orders
-      endpoints: ["127.0.0.1:15443"]
-      mtls: true
-  edges:
-    - name: edge
-      listen: 127.0.0.1:8443
-      tls:
-        dns_names: [shop.e2e.test]
-      routes:
-        - path_prefix: /g
+` + ordersService + edgeRoutes + `        - path_prefix: /g
           service: greeter
         - path_prefix: /
           service: orders
-  sidecars:
-    - service: orders
-  grpc_clients:
-    - name: web
-      targets:
-        - target: xds:///greeter
-          service: greeter
-    - name: web2
+` + ordersSidecar + webClient + `    - name: web2
       targets:
         - target: xds:///greeter2
           service: greeter2
@@ -95,10 +69,9 @@ func TestXDSReplicas(t *testing.T) {
 	dir := t.TempDir()
 	redis := redistest.Start(t)
 	state := filepath.Join(dir, "state") // the mounted Secret: the CA only
-	cfgPath := filepath.Join(dir, "gatehouse.yaml")
 	addrA, addrB := testbackend.Start(t, "A"), testbackend.Start(t, "B")
 	conf := func(greeter string) string { return fmt.Sprintf(replicaTemplate, redis.Addr(), greeter, addrA) }
-	writeFile(t, cfgPath, conf(addrA))
+	cfgPath := writeConfig(t, dir, conf(addrA))
 
 	t.Run("no CA of its own with a shared store", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -182,19 +155,8 @@ func TestXDSReplicas(t *testing.T) {
 // testGRPCFailover bootstraps grpc-go with both replicas, replica 1 first,
 // then stops replica 1.
 func testGRPCFailover(t *testing.T, cfgPath, xds1, xds2 string, p1 *proc) {
-	rb := grpcResolver(t, cfgPath, "web", xds1, xds2)
-	cc, err := grpc.NewClient("xds:///greeter", grpc.WithResolvers(rb), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	eventually(t, "grpc-go reaches greeter (B) through replica 1", func() error {
-		id, err := callOn(cc)
-		if err == nil && id != "B" {
-			err = fmt.Errorf("reached %s", id)
-		}
-		return err
-	})
+	cc := xdsClientConn(t, "xds:///greeter", grpcResolver(t, cfgPath, "web", xds1, xds2))
+	awaitServer(t, "grpc-go reaches greeter (B) through replica 1", cc, "B")
 
 	// Stop replica 1, the one grpc-go's xDS client streams from.
 	if err := p1.cmd.Process.Signal(os.Interrupt); err != nil {
@@ -222,16 +184,30 @@ func testGRPCFailover(t *testing.T, cfgPath, xds1, xds2 string, p1 *proc) {
 	// A client starting now, with the same replica list: replica 1 is down
 	// before any response while nothing is cached, so grpc-go falls back
 	// to replica 2 (gRFC A71) and resolves there.
-	rb2 := grpcResolver(t, cfgPath, "web2", xds1, xds2)
-	cc2, err := grpc.NewClient("xds:///greeter2", grpc.WithResolvers(rb2), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc2 := xdsClientConn(t, "xds:///greeter2", grpcResolver(t, cfgPath, "web2", xds1, xds2))
+	awaitServer(t, "grpc-go falls back to replica 2", cc2, "A")
+}
+
+// xdsClientConn is a grpc-go client of target resolved through rb, closed
+// with the test.
+func xdsClientConn(t *testing.T, target string, rb resolver.Builder) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(target, grpc.WithResolvers(rb), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cc2.Close()
-	eventually(t, "grpc-go falls back to replica 2", func() error {
-		id, err := callOn(cc2)
-		if err == nil && id != "A" {
-			err = fmt.Errorf("reached %s", id)
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// awaitServer waits (see eventually) until a call on cc reaches the backend
+// named id.
+func awaitServer(t *testing.T, what string, cc *grpc.ClientConn, id string) {
+	t.Helper()
+	eventually(t, what, func() error {
+		got, err := callOn(cc)
+		if err == nil && got != id {
+			err = fmt.Errorf("reached %s", got)
 		}
 		return err
 	})
@@ -282,16 +258,11 @@ type replicaStream struct {
 
 func dialADS(t *testing.T, addr string) *replicaStream {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	s, stop, err := openADS(t, addr, insecure.NewCredentials())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); conn.Close() })
-	s, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(stop)
 	a := &replicaStream{adsStream: &adsStream{t: t, s: s, node: &corev3.Node{Id: "edge", Cluster: "edge"}},
 		last: map[string]*discovery.DiscoveryResponse{}, msgs: make(chan *discovery.DiscoveryResponse, 16)}
 	go func() {

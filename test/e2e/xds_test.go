@@ -21,6 +21,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
@@ -31,37 +32,58 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/xds/validate"
 )
 
-const meshTemplate = `listen:
+// Parts of the configs of the xDS tests (meshTemplate, replicaTemplate)
+// that are the same in all of them.
+const (
+	// xdsListen puts both listeners of `gatehouse xds` on free ports.
+	xdsListen = `listen:
   xds: 127.0.0.1:0
   admin: 127.0.0.1:0
-mesh:
+`
+	// meshTrust opens the mesh section, up to the authz address.
+	meshTrust = `mesh:
   trust_domain: e2e.test
   authz:
-    address: 127.0.0.1:9001
-  services:
+`
+	// greeterService opens the services with greeter (fmt: its endpoint).
+	greeterService = `  services:
     - name: greeter
       endpoints: [%q]
       protocol: http2
-    - name: orders
+`
+	// ordersService is the mTLS service behind the edge and its sidecar.
+	ordersService = `    - name: orders
       endpoints: ["127.0.0.1:15443"]
       mtls: true
-  edges:
+`
+	// edgeRoutes is the edge, up to its routes.
+	edgeRoutes = `  edges:
     - name: edge
       listen: 127.0.0.1:8443
       tls:
         dns_names: [shop.e2e.test]
       routes:
-        - path_prefix: /
-          service: %s
-  sidecars:
+`
+	// ordersSidecar and webClient follow the routes.
+	ordersSidecar = `  sidecars:
     - service: orders
-  cert_dir: %s
-  grpc_clients:
+`
+	webClient = `  grpc_clients:
     - name: web
       targets:
         - target: xds:///greeter
           service: greeter
 `
+)
+
+// meshTemplate is one `gatehouse xds` config (fmt: greeter's endpoint, the
+// service of the edge's route, cert_dir). Its bad-edit check names a line
+// and column of the route: keep the lines where they are.
+const meshTemplate = xdsListen + meshTrust + `    address: 127.0.0.1:9001
+` + greeterService + ordersService + edgeRoutes + `        - path_prefix: /
+          service: %s
+` + ordersSidecar + `  cert_dir: %s
+` + webClient
 
 // TestXDSProcess runs `gatehouse xds` on a config file and proves it on real
 // peers: grpc-go's xDS client follows live edits of the file, a bad edit is
@@ -69,7 +91,6 @@ mesh:
 // Envoy's gets SDS certificates rotated by push alone.
 func TestXDSProcess(t *testing.T) {
 	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "gatehouse.yaml")
 	state := filepath.Join(dir, "state")
 	addrA, addrB := testbackend.Start(t, "A"), testbackend.Start(t, "B")
 	certDir := filepath.Join(dir, "certs")
@@ -77,7 +98,7 @@ func TestXDSProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	mesh := func(endpoint, service string) string { return fmt.Sprintf(meshTemplate, endpoint, service, certDir) }
-	writeFile(t, cfgPath, mesh(addrA, "orders"))
+	cfgPath := writeConfig(t, dir, mesh(addrA, "orders"))
 
 	_, addrs := start(t, "xds", "--config", cfgPath, "--state-dir", state)
 	if len(addrs) != 2 {
@@ -106,12 +127,7 @@ func TestXDSProcess(t *testing.T) {
 	if err != nil {
 		t.Fatalf("grpc-go refuses the bootstrap: %v\n%s", err, out)
 	}
-	cc, err := grpc.NewClient("xds:///greeter", grpc.WithResolvers(rb), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	client := testgrpc.NewTestServiceClient(cc)
+	client := testgrpc.NewTestServiceClient(xdsClientConn(t, "xds:///greeter", rb))
 	reaches := func(id string) {
 		t.Helper()
 		eventually(t, "grpc-go reaches backend "+id, func() error {
@@ -288,6 +304,24 @@ func httpGet(t *testing.T, url string) string {
 	return string(b)
 }
 
+// openADS opens a SotW ADS stream to addr over creds; stop ends the stream
+// and its connection. A stream that cannot be opened is an error, for the
+// caller to judge.
+func openADS(t *testing.T, addr string, creds credentials.TransportCredentials) (s discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient, stop func(), err error) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stop = func() { cancel(); conn.Close() }
+	if s, err = discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return s, stop, nil
+}
+
 // adsStream is an Envoy-shaped SotW ADS client for one node.
 type adsStream struct {
 	t    *testing.T
@@ -330,17 +364,11 @@ func unpack(t *testing.T, resp *discovery.DiscoveryResponse) []types.Resource {
 }
 
 func testSDSRotation(t *testing.T, xdsAddr, adminAddr string) {
-	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	s, stop, err := openADS(t, xdsAddr, insecure.NewCredentials())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer stop()
 	a := &adsStream{t: t, s: s, node: &corev3.Node{Id: "edge", Cluster: "edge"}}
 
 	// Like Envoy: wildcard CDS and LDS first, then what they name.
@@ -441,11 +469,7 @@ func serials(t *testing.T, rs []types.Resource) map[string]string {
 // request naming both, for ever).
 func TestGRPCClientDialsOneOfTwoTargets(t *testing.T) {
 	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "gatehouse.yaml")
-	writeFile(t, cfgPath, fmt.Sprintf(`listen:
-  xds: 127.0.0.1:0
-  admin: 127.0.0.1:0
-mesh:
+	cfgPath := writeConfig(t, dir, fmt.Sprintf(xdsListen+`mesh:
   services:
     - {name: greeter, endpoints: [%q], protocol: http2}
     - {name: other, endpoints: [%q], protocol: http2}
@@ -461,12 +485,7 @@ mesh:
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := grpc.NewClient("xds:///greeter", grpc.WithResolvers(rb), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	client := testgrpc.NewTestServiceClient(cc)
+	client := testgrpc.NewTestServiceClient(xdsClientConn(t, "xds:///greeter", rb))
 	eventually(t, "grpc-go reaches greeter", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
@@ -24,9 +22,8 @@ import (
 // names — a node's resources carry its private keys.
 func TestXDSOverMTLS(t *testing.T) {
 	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "gatehouse.yaml")
 	state := filepath.Join(dir, "state")
-	writeFile(t, cfgPath, strings.Replace(fmt.Sprintf(meshTemplate, "127.0.0.1:50051", "orders", filepath.Join(dir, "certs")),
+	cfgPath := writeConfig(t, dir, strings.Replace(fmt.Sprintf(meshTemplate, "127.0.0.1:50051", "orders", filepath.Join(dir, "certs")),
 		"mesh:\n", "xds:\n  tls:\n    enabled: true\n    dns_names: [localhost]\nmesh:\n", 1))
 	_, addrs := start(t, "xds", "--config", cfgPath, "--state-dir", state)
 	xdsAddr := strings.Replace(addrs[0], "127.0.0.1", "localhost", 1)
@@ -56,17 +53,11 @@ func TestXDSOverMTLS(t *testing.T) {
 		if cert != nil {
 			cfg.Certificates = []tls.Certificate{*cert}
 		}
-		conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		s, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+		s, stop, err := openADS(t, xdsAddr, credentials.NewTLS(cfg))
 		if err != nil {
 			return err
 		}
+		defer stop()
 		if err := s.Send(&discovery.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resource.ClusterType}); err != nil {
 			return err
 		}

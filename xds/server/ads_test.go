@@ -37,32 +37,28 @@ func rotate(c *cachetest.Certs) []cache.Secret {
 	return []cache.Secret{{Resource: c.CertSecret()}, {Resource: c.CASecret()}}
 }
 
+// startADS is the start both ADS protocol tests share: a harness whose
+// cache holds the full set for nodeID, built on the first of four
+// certificates with serials serial to serial+3 (returned in that order), an
+// ADS client of it, and the node to subscribe as.
+func startADS(t *testing.T, nodeID string, serial int64) (*harness, discovery.AggregatedDiscoveryServiceClient, *corev3.Node, [4]*cachetest.Certs) {
+	t.Helper()
+	var cs [4]*cachetest.Certs
+	for i := range cs {
+		cs[i] = certs(t, serial+int64(i))
+	}
+	h := seededHarness(t, nodeID, cachetest.Set(cs[0], "10.0.0.1:1"))
+	return h, discovery.NewAggregatedDiscoveryServiceClient(h.conn(t)), &corev3.Node{Id: nodeID}, cs
+}
+
 // TestSotw drives an ADS stream the way Envoy does and checks rotation,
 // NACK parking, status and reconnects.
 func TestSotw(t *testing.T) {
-	h := newHarness(t)
-	ctx := context.Background()
 	const nodeID = "envoy-sotw"
-	c1, c2, c3, c4 := certs(t, 0x21), certs(t, 0x22), certs(t, 0x23), certs(t, 0x24)
-	if err := h.cache.SetResources(ctx, nodeID, cachetest.Set(c1, "10.0.0.1:1")); err != nil {
-		t.Fatal(err)
-	}
-	node := &corev3.Node{Id: nodeID}
-	client := discovery.NewAggregatedDiscoveryServiceClient(h.conn(t))
-
-	sctx, scancel := context.WithCancel(ctx)
-	defer scancel()
-	st, err := client.StreamAggregatedResources(sctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resps := pump(st.Recv)
-	send := func(req *discovery.DiscoveryRequest) {
-		t.Helper()
-		if err := st.Send(req); err != nil {
-			t.Fatal(err)
-		}
-	}
+	h, client, node, cs := startADS(t, nodeID, 0x21)
+	c2, c3, c4 := cs[1], cs[2], cs[3]
+	ctx := context.Background()
+	resps, send, scancel := openStream(t, client.StreamAggregatedResources)
 
 	// Subscribe like Envoy: CDS and LDS wildcard, the rest by name; only
 	// the first request carries the node.
@@ -175,12 +171,7 @@ func TestSotw(t *testing.T) {
 	}
 	eventually(t, "stream close", func() bool { return h.nodeStatus(t, nodeID).Streams == 0 })
 
-	st2, err := client.StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st2.CloseSend()
-	resps2 := pump(st2.Recv)
+	resps2, send2, _ := openStream(t, client.StreamAggregatedResources)
 	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.SecretType, resource.ListenerType, resource.RouteType} {
 		req := sotwReq(nil, typ, reqs[typ].GetResourceNames()...)
 		req.VersionInfo = acked[typ]
@@ -190,9 +181,7 @@ func TestSotw(t *testing.T) {
 		if typ == resource.RouteType {
 			req.VersionInfo = "stale"
 		}
-		if err := st2.Send(req); err != nil {
-			t.Fatal(err)
-		}
+		send2(req)
 	}
 	resp = next(t, resps2)
 	if resp.GetTypeUrl() != resource.RouteType {
@@ -213,29 +202,11 @@ func TestSotw(t *testing.T) {
 // TestDelta checks the same behaviour on the incremental protocol, where
 // a rotation carries only the secret that changed.
 func TestDelta(t *testing.T) {
-	h := newHarness(t)
-	ctx := context.Background()
 	const nodeID = "envoy-delta"
-	c1, c2, c3, c4 := certs(t, 0x31), certs(t, 0x32), certs(t, 0x33), certs(t, 0x34)
-	if err := h.cache.SetResources(ctx, nodeID, cachetest.Set(c1, "10.0.0.1:1")); err != nil {
-		t.Fatal(err)
-	}
-	node := &corev3.Node{Id: nodeID}
-	client := discovery.NewAggregatedDiscoveryServiceClient(h.conn(t))
-
-	sctx, scancel := context.WithCancel(ctx)
-	defer scancel()
-	st, err := client.DeltaAggregatedResources(sctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resps := pump(st.Recv)
-	send := func(req *discovery.DeltaDiscoveryRequest) {
-		t.Helper()
-		if err := st.Send(req); err != nil {
-			t.Fatal(err)
-		}
-	}
+	h, client, node, cs := startADS(t, nodeID, 0x31)
+	c1, c2, c3, c4 := cs[0], cs[1], cs[2], cs[3]
+	ctx := context.Background()
+	resps, send, scancel := openStream(t, client.DeltaAggregatedResources)
 	have := map[string]string{} // what the client holds: name → version
 	names := func(r *discovery.DeltaDiscoveryResponse) []string {
 		var out []string
@@ -315,17 +286,10 @@ func TestDelta(t *testing.T) {
 	scancel()
 	for range resps {
 	}
-	st2, err := client.DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st2.CloseSend()
-	resps2 := pump(st2.Recv)
-	if err := st2.Send(&discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.SecretType,
+	resps2, send2, _ := openStream(t, client.DeltaAggregatedResources)
+	send2(&discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.SecretType,
 		ResourceNamesSubscribe:  []string{cachetest.CertSecret, cachetest.CASecret},
-		InitialResourceVersions: have}); err != nil {
-		t.Fatal(err)
-	}
+		InitialResourceVersions: have})
 	none(t, resps2, "reconnect with current versions")
 
 	// Its watch is live: rotating the CA sends only the CA.

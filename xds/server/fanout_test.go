@@ -172,54 +172,50 @@ var fanOutSubs = []struct {
 
 // sotwClient subscribes to every type and ACKs every response.
 func sotwClient(ctx context.Context, client discovery.AggregatedDiscoveryServiceClient, node *corev3.Node, events chan<- received) error {
-	st, err := client.StreamAggregatedResources(ctx)
-	if err != nil {
-		return err
-	}
 	names := map[string][]string{}
-	for i, sub := range fanOutSubs {
-		names[sub.typ] = sub.names
-		req := &discovery.DiscoveryRequest{TypeUrl: sub.typ, ResourceNames: sub.names}
-		if i == 0 {
-			req.Node = node
-		}
-		if err := st.Send(req); err != nil {
-			return err
-		}
-	}
-	go func() {
-		for {
-			r, err := st.Recv()
-			if err != nil {
-				return
-			}
-			events <- received{node.GetId(), r.GetTypeUrl(), r.GetVersionInfo()}
-			if st.Send(&discovery.DiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResourceNames: names[r.GetTypeUrl()],
-				VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()}) != nil {
-				return
-			}
-		}
-	}()
-	return nil
+	return fanOutClient(ctx, client.StreamAggregatedResources, node, events,
+		func(typ string, subNames []string, node *corev3.Node) *discovery.DiscoveryRequest {
+			names[typ] = subNames
+			return &discovery.DiscoveryRequest{Node: node, TypeUrl: typ, ResourceNames: subNames}
+		},
+		func(r *discovery.DiscoveryResponse) (received, *discovery.DiscoveryRequest) {
+			return received{node.GetId(), r.GetTypeUrl(), r.GetVersionInfo()},
+				&discovery.DiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResourceNames: names[r.GetTypeUrl()],
+					VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()}
+		})
 }
 
 // deltaClient subscribes to every type and ACKs every response.
 func deltaClient(ctx context.Context, client discovery.AggregatedDiscoveryServiceClient, node *corev3.Node, events chan<- received) error {
-	st, err := client.DeltaAggregatedResources(ctx)
+	return fanOutClient(ctx, client.DeltaAggregatedResources, node, events,
+		func(typ string, names []string, node *corev3.Node) *discovery.DeltaDiscoveryRequest {
+			if names == nil {
+				names = []string{"*"}
+			}
+			return &discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: typ, ResourceNamesSubscribe: names}
+		},
+		func(r *discovery.DeltaDiscoveryResponse) (received, *discovery.DeltaDiscoveryRequest) {
+			return received{node.GetId(), r.GetTypeUrl(), r.GetSystemVersionInfo()},
+				&discovery.DeltaDiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResponseNonce: r.GetNonce()}
+		})
+}
+
+// fanOutClient opens a stream of either protocol with open and sends the
+// request subscribe makes for each of fanOutSubs (node is passed for the
+// first only, nil after). Then, until the stream ends, it reports what
+// answer says each response is and sends the ACK answer makes.
+func fanOutClient[Req, Resp any](ctx context.Context, open func(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[Req, Resp], error),
+	node *corev3.Node, events chan<- received,
+	subscribe func(typ string, names []string, node *corev3.Node) *Req, answer func(*Resp) (received, *Req)) error {
+	st, err := open(ctx)
 	if err != nil {
 		return err
 	}
-	for i, sub := range fanOutSubs {
-		req := &discovery.DeltaDiscoveryRequest{TypeUrl: sub.typ, ResourceNamesSubscribe: sub.names}
-		if sub.names == nil {
-			req.ResourceNamesSubscribe = []string{"*"}
-		}
-		if i == 0 {
-			req.Node = node
-		}
-		if err := st.Send(req); err != nil {
+	for _, sub := range fanOutSubs {
+		if err := st.Send(subscribe(sub.typ, sub.names, node)); err != nil {
 			return err
 		}
+		node = nil // only the first request carries it
 	}
 	go func() {
 		for {
@@ -227,8 +223,9 @@ func deltaClient(ctx context.Context, client discovery.AggregatedDiscoveryServic
 			if err != nil {
 				return
 			}
-			events <- received{node.GetId(), r.GetTypeUrl(), r.GetSystemVersionInfo()}
-			if st.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResponseNonce: r.GetNonce()}) != nil {
+			got, ack := answer(r)
+			events <- got
+			if st.Send(ack) != nil {
 				return
 			}
 		}

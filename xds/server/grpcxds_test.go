@@ -24,13 +24,10 @@ import (
 // LDS→RDS→CDS→EDS, reaches a real backend, follows an endpoint change
 // live, and a cluster it rejects is NACKed once, not in a loop.
 func TestGRPCXDSClient(t *testing.T) {
-	h := newHarness(t)
-	ctx := context.Background()
 	const nodeID = "grpc-client"
 	addrA, addrB := testbackend.Start(t, "A"), testbackend.Start(t, "B")
-	if err := h.cache.SetResources(ctx, nodeID, cachetest.Set(nil, addrA)); err != nil {
-		t.Fatal(err)
-	}
+	h := seededHarness(t, nodeID, cachetest.Set(nil, addrA))
+	ctx := context.Background()
 
 	bootstrap := fmt.Sprintf(`{
 		"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],

@@ -9,6 +9,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -59,6 +61,16 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	return &harness{cache: c, srv: s, reg: reg, addr: serve(t, s)}
+}
+
+// seededHarness is newHarness with set already in the cache for nodeID.
+func seededHarness(t *testing.T, nodeID string, set map[resource.Type][]types.Resource) *harness {
+	t.Helper()
+	h := newHarness(t)
+	if err := h.cache.SetResources(context.Background(), nodeID, set); err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 type testWriter struct{ t *testing.T }
@@ -117,6 +129,28 @@ func certs(t testing.TB, serial int64) *cachetest.Certs {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// openStream opens an ADS stream of either protocol with open (a client's
+// StreamAggregatedResources or DeltaAggregatedResources) on a context of
+// its own. It returns the responses (see pump), a send that fails the test
+// on error, and a cancel that ends the stream; the stream also ends with
+// the test.
+func openStream[Req, Resp any](t *testing.T, open func(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[Req, Resp], error)) (<-chan *Resp, func(*Req), context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	st, err := open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(req *Req) {
+		t.Helper()
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pump(st.Recv), send, cancel
 }
 
 // pump turns a stream's Recv into a channel so tests can wait with a

@@ -19,12 +19,9 @@ import (
 // closes them, and expects goroutines, stream counts and the gauge to
 // return to where they were.
 func TestStreamsDoNotLeak(t *testing.T) {
-	h := newHarness(t)
-	ctx := context.Background()
 	const nodeID = "leaky"
-	if err := h.cache.SetResources(ctx, nodeID, cachetest.Set(nil, "10.0.0.1:1")); err != nil {
-		t.Fatal(err)
-	}
+	h := seededHarness(t, nodeID, cachetest.Set(nil, "10.0.0.1:1"))
+	ctx := context.Background()
 	base := settledGoroutines(t, h.addr)
 
 	cc, err := grpc.NewClient(h.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
