@@ -156,6 +156,24 @@ authz:
 		}
 	})
 
+	t.Run("a login callback replayed to another replica is refused there", func(t *testing.T) {
+		b := newReplicaBrowser()
+		back := b.loginAtDex(t, d, "alice", r1)
+		kept := b.clone() // the login cookie, which the callback clears
+		if cb := b.check(t, r2, "GET", back.RequestURI()); cb.status != http.StatusFound || cb.cookie(sessionCookie) == nil {
+			t.Fatalf("callback at %s: status %d", r2.name, cb.status)
+		}
+		rep := kept.check(t, r3, "GET", back.RequestURI())
+		if rep.status != http.StatusBadRequest || rep.cookie(sessionCookie) != nil {
+			t.Fatalf("replayed callback at %s: status %d, session cookie %v; want 400 and none", r3.name, rep.status, rep.cookie(sessionCookie) != nil)
+		}
+		// Refused as a replay, before the code went to Dex (which would
+		// refuse a used code too, so the status alone proves little).
+		if logs := r3.proc.logs(); !strings.Contains(logs, `"reason":"state replayed"`) {
+			t.Errorf("%s did not refuse the callback as a replayed state; log:\n%s", r3.name, logs)
+		}
+	})
+
 	t.Run("back-channel logout at one replica is enforced by all within 1s", func(t *testing.T) {
 		b := newReplicaBrowser()
 		rep := b.check(t, r1, "GET", "/corp/home")
@@ -197,6 +215,18 @@ authz:
 				}
 				return nil
 			})
+		}
+		// The same token replayed to the other replicas is refused: a
+		// captured logout token cannot end sessions started after it.
+		for _, r := range []*replica{r1, r3} {
+			lr, err := http.PostForm("http://"+r.admin+"/oauth2/backchannel-logout", form)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lr.Body.Close()
+			if lr.StatusCode != http.StatusBadRequest {
+				t.Errorf("logout token replayed to %s: status %d, want 400", r.name, lr.StatusCode)
+			}
 		}
 	})
 
@@ -264,6 +294,14 @@ authz:
 				t.Errorf("%s: bearer request with Redis down: status %d, want allowed", r.name, rep.status)
 			}
 		}
+		// A login completed while Redis is down fails closed: without the
+		// shared one-time claim a replayed callback cannot be told from a
+		// first one.
+		lb := newReplicaBrowser()
+		back := lb.loginAtDex(t, d, "alice", r1)
+		if rep := lb.check(t, r2, "GET", back.RequestURI()); rep.status != http.StatusServiceUnavailable || rep.cookie(sessionCookie) != nil {
+			t.Errorf("callback at %s with Redis down: status %d, session cookie %v; want 503 and none", r2.name, rep.status, rep.cookie(sessionCookie) != nil)
+		}
 		red.Restart()
 		for _, r := range fleet {
 			eventually(t, r.name+" accepts the session again after Redis restarted", func() error {
@@ -325,6 +363,18 @@ func (b *replicaBrowser) clone() *replicaBrowser {
 // another (the state cookie must open there), and applies the session.
 func (b *replicaBrowser) loginAcross(t *testing.T, d *dex.Server, user string, start, callback *replica) {
 	t.Helper()
+	back := b.loginAtDex(t, d, user, start)
+	cb := b.check(t, callback, "GET", back.RequestURI())
+	if cb.status != http.StatusFound || cb.cookie(sessionCookie) == nil {
+		t.Fatalf("callback at %s: status %d body %q, session cookie set %v", callback.name, cb.status, cb.body, cb.cookie(sessionCookie) != nil)
+	}
+}
+
+// loginAtDex starts the login at a replica (the browser keeps its login
+// cookie) and logs user in at Dex; it returns the callback URL Dex sent the
+// browser back to, not yet visited.
+func (b *replicaBrowser) loginAtDex(t *testing.T, d *dex.Server, user string, start *replica) *url.URL {
+	t.Helper()
 	rep := b.check(t, start, "GET", "/app/home")
 	if rep.status != http.StatusFound {
 		t.Fatalf("GET /app/home at %s: status %d, want a redirect to log in", start.name, rep.status)
@@ -337,10 +387,7 @@ func (b *replicaBrowser) loginAcross(t *testing.T, d *dex.Server, user string, s
 	if !strings.HasPrefix(back.String(), replicaCallback+"?") {
 		t.Fatalf("dex redirected to %s, want the callback", back)
 	}
-	cb := b.check(t, callback, "GET", back.RequestURI())
-	if cb.status != http.StatusFound || cb.cookie(sessionCookie) == nil {
-		t.Fatalf("callback at %s: status %d body %q, session cookie set %v", callback.name, cb.status, cb.body, cb.cookie(sessionCookie) != nil)
-	}
+	return back
 }
 
 type replicaReply struct {
