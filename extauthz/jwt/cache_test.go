@@ -12,30 +12,26 @@ import (
 
 func TestCacheHitSkipsVerification(t *testing.T) {
 	a := rsaTestKey("a", "RS256", 0)
-	b := rsaTestKey("b", "RS256", 1)
-	idp := newTestIdP(t, a)
-	clock := newTestClock()
-	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)})
-	ctx := context.Background()
-	tok := a.token(t, claimsFor(idp.issuer(), clock.Now()), nil)
-	first, err := v.Verify(ctx, tok)
+	j := newJWKSTest(t, []testKey{a})
+	tok := j.token(t, a)
+	first, err := j.verify(tok)
 	must(t, err)
 
 	// Withdraw a at the IdP. The cached result is still served, proving the
 	// cache path does not re-verify; a fresh token for a is rejected.
-	idp.setKeys(t, b)
-	must(t, v.Refresh(ctx))
-	second, err := v.Verify(ctx, tok)
+	j.idp.setKeys(t, rsaTestKey("b", "RS256", 1))
+	must(t, j.v.Refresh(context.Background()))
+	second, err := j.verify(tok)
 	must(t, err)
 	if second != first {
 		t.Error("cache hit returned a different result")
 	}
-	_, err = v.Verify(ctx, a.token(t, claimsFor(idp.issuer(), clock.Now()), map[string]any{"n": 1}))
+	_, err = j.verify(a.token(t, j.claims(), map[string]any{"n": 1}))
 	wantReason(t, err, ReasonUnknownKID)
 
 	// Purge drops it.
-	v.Purge()
-	_, err = v.Verify(ctx, tok)
+	j.v.Purge()
+	_, err = j.verify(tok)
 	wantReason(t, err, ReasonUnknownKID)
 }
 
@@ -52,25 +48,22 @@ func TestCacheNeverOutlivesExpOrMaxTTL(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			a := rsaTestKey("a", "RS256", 0)
-			idp := newTestIdP(t, a)
-			clock := newTestClock()
-			v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)}, WithCache(100, tc.maxTTL))
-			ctx := context.Background()
-			c := claimsFor(idp.issuer(), clock.Now())
-			c["exp"] = clock.Now().Add(tc.expIn).Unix()
+			j := newJWKSTest(t, []testKey{a}, WithCache(100, tc.maxTTL))
+			c := j.claims()
+			c["exp"] = j.clock.Now().Add(tc.expIn).Unix()
 			tok := a.token(t, c, nil)
-			_, err := v.Verify(ctx, tok)
+			_, err := j.verify(tok)
 			must(t, err)
 
 			// Withdraw the key: from now on only a cache hit can succeed.
-			idp.setKeys(t, rsaTestKey("b", "RS256", 1))
-			must(t, v.Refresh(ctx))
-			clock.Advance(tc.advance - time.Second)
-			if _, err := v.Verify(ctx, tok); err != nil {
+			j.idp.setKeys(t, rsaTestKey("b", "RS256", 1))
+			must(t, j.v.Refresh(context.Background()))
+			j.clock.Advance(tc.advance - time.Second)
+			if _, err := j.verify(tok); err != nil {
 				t.Fatalf("just before the bound: %v (want cache hit)", err)
 			}
-			clock.Advance(time.Second)
-			if _, err := v.Verify(ctx, tok); err == nil {
+			j.clock.Advance(time.Second)
+			if _, err := j.verify(tok); err == nil {
 				t.Fatal("cache served an entry at its bound")
 			}
 		})
@@ -80,16 +73,13 @@ func TestCacheNeverOutlivesExpOrMaxTTL(t *testing.T) {
 func TestCacheDoesNotCacheFailures(t *testing.T) {
 	a := rsaTestKey("a", "RS256", 0)
 	b := rsaTestKey("b", "RS256", 1)
-	idp := newTestIdP(t, a)
-	clock := newTestClock()
-	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)})
-	ctx := context.Background()
-	tok := b.token(t, claimsFor(idp.issuer(), clock.Now()), nil)
-	_, err := v.Verify(ctx, tok)
+	j := newJWKSTest(t, []testKey{a})
+	tok := j.token(t, b)
+	_, err := j.verify(tok)
 	wantReason(t, err, ReasonUnknownKID)
-	idp.setKeys(t, a, b)
-	clock.Advance(11 * time.Second)
-	if _, err := v.Verify(ctx, tok); err != nil {
+	j.idp.setKeys(t, a, b)
+	j.clock.Advance(11 * time.Second)
+	if _, err := j.verify(tok); err != nil {
 		t.Fatalf("failure was cached: %v", err)
 	}
 }
@@ -126,13 +116,11 @@ func TestCacheIsBounded(t *testing.T) {
 
 func TestCacheDisabled(t *testing.T) {
 	a := rsaTestKey("a", "RS256", 0)
-	idp := newTestIdP(t, a)
-	clock := newTestClock()
-	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)}, WithCache(0, 0))
-	tok := a.token(t, claimsFor(idp.issuer(), clock.Now()), nil)
-	r1, err := v.Verify(context.Background(), tok)
+	j := newJWKSTest(t, []testKey{a}, WithCache(0, 0))
+	tok := j.token(t, a)
+	r1, err := j.verify(tok)
 	must(t, err)
-	r2, err := v.Verify(context.Background(), tok)
+	r2, err := j.verify(tok)
 	must(t, err)
 	if r1 == r2 {
 		t.Error("results shared although the cache is disabled")
@@ -155,13 +143,11 @@ func BenchmarkVerifyCached(b *testing.B) {
 }
 
 func benchmarkVerify(b *testing.B, k testKey, cached bool) {
-	idp := newTestIdP(b, k)
-	clock := newTestClock()
 	opts := []Option{WithCache(0, 0)}
 	if cached {
 		opts = nil
 	}
-	v := newTestVerifier(b, clock, []IssuerConfig{jwksIssuer(idp)}, opts...)
+	j := newJWKSTest(b, []testKey{k}, opts...)
 	ctx := context.Background()
 	n := 256
 	if cached {
@@ -169,18 +155,18 @@ func benchmarkVerify(b *testing.B, k testKey, cached bool) {
 	}
 	toks := make([]string, n)
 	for i := range toks {
-		c := claimsFor(idp.issuer(), clock.Now())
+		c := j.claims()
 		c["jti"] = fmt.Sprint(i)
 		toks[i] = k.token(b, c, nil)
 	}
-	if _, err := v.Verify(ctx, toks[0]); err != nil {
+	if _, err := j.v.Verify(ctx, toks[0]); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	i := 0
 	for b.Loop() {
-		if _, err := v.Verify(ctx, toks[i%n]); err != nil {
+		if _, err := j.v.Verify(ctx, toks[i%n]); err != nil {
 			b.Fatal(err)
 		}
 		i++
@@ -206,20 +192,17 @@ func TestCacheHitKeepsNotBeforeWindow(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			a := rsaTestKey("a", "RS256", 0)
-			idp := newTestIdP(t, a)
-			clock := newTestClock()
-			v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)})
-			ctx := context.Background()
-			c := claimsFor(idp.issuer(), clock.Now())
+			j := newJWKSTest(t, []testKey{a})
+			c := j.claims()
 			delete(c, "nbf")
 			if tc.nbf != 0 {
-				c["nbf"] = clock.Now().Add(tc.nbf).Unix()
+				c["nbf"] = j.clock.Now().Add(tc.nbf).Unix()
 			}
 			tok := a.token(t, c, nil)
-			first, err := v.Verify(ctx, tok)
+			first, err := j.verify(tok)
 			must(t, err)
-			clock.Advance(-tc.back)
-			second, err := v.Verify(ctx, tok)
+			j.clock.Advance(-tc.back)
+			second, err := j.verify(tok)
 			if tc.want != "" {
 				wantReason(t, err, tc.want)
 				return
@@ -245,15 +228,13 @@ func TestCacheKeyIsSHA256OfToken(t *testing.T) {
 // a map lookup, no parsing and no allocation.
 func TestCacheHitDoesNotAllocate(t *testing.T) {
 	a := rsaTestKey("a", "RS256", 0)
-	idp := newTestIdP(t, a)
-	clock := newTestClock()
-	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)})
+	j := newJWKSTest(t, []testKey{a})
 	ctx := context.Background()
-	tok := a.token(t, claimsFor(idp.issuer(), clock.Now()), nil)
-	_, err := v.Verify(ctx, tok)
+	tok := j.token(t, a)
+	_, err := j.v.Verify(ctx, tok)
 	must(t, err)
 	if n := testing.AllocsPerRun(100, func() {
-		if _, err := v.Verify(ctx, tok); err != nil {
+		if _, err := j.v.Verify(ctx, tok); err != nil {
 			t.Fatal(err)
 		}
 	}); n != 0 {

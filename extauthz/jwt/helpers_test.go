@@ -268,6 +268,45 @@ func newTestVerifier(t testing.TB, clock *testClock, issuers []IssuerConfig, opt
 	return v
 }
 
+// jwksTest is the start of most JWKS and cache tests: an IdP publishing a
+// key set and a verifier of it on a test clock.
+type jwksTest struct {
+	idp   *testIdP
+	clock *testClock
+	v     *Verifier
+}
+
+// newJWKSTest starts an IdP publishing keys and a verifier of jwksIssuer.
+func newJWKSTest(t testing.TB, keys []testKey, opts ...Option) *jwksTest {
+	t.Helper()
+	return jwksTestFor(t, newTestIdP(t, keys...), opts...)
+}
+
+// jwksTestFor is newJWKSTest for an IdP the test has set up already.
+func jwksTestFor(t testing.TB, idp *testIdP, opts ...Option) *jwksTest {
+	t.Helper()
+	return jwksTestWith(t, idp, []IssuerConfig{jwksIssuer(idp)}, opts...)
+}
+
+// jwksTestWith is jwksTestFor with a verifier of issuers.
+func jwksTestWith(t testing.TB, idp *testIdP, issuers []IssuerConfig, opts ...Option) *jwksTest {
+	t.Helper()
+	clock := newTestClock()
+	return &jwksTest{idp: idp, clock: clock, v: newTestVerifier(t, clock, issuers, opts...)}
+}
+
+// claims is a valid claim set of the IdP's issuer at the clock's now.
+func (j *jwksTest) claims() map[string]any { return claimsFor(j.idp.issuer(), j.clock.Now()) }
+
+// token is a valid token of the IdP's issuer at the clock's now, signed by k.
+func (j *jwksTest) token(t testing.TB, k testKey) string {
+	t.Helper()
+	return k.token(t, j.claims(), nil)
+}
+
+// verify verifies tok with a background context.
+func (j *jwksTest) verify(tok string) (*Result, error) { return j.v.Verify(context.Background(), tok) }
+
 // --- certificates -----------------------------------------------------------
 
 type testCert struct {

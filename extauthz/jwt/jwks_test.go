@@ -27,91 +27,86 @@ func wantReason(t *testing.T, err error, want Reason) {
 func TestJWKSUnknownKIDRefetchIsRateLimited(t *testing.T) {
 	a := rsaTestKey("a", "RS256", 0)
 	b := rsaTestKey("b", "RS256", 1)
-	idp := newTestIdP(t, a)
-	clock := newTestClock()
-	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)})
-	ctx := context.Background()
-	if got := idp.jwksHits.Load(); got != 1 {
+	j := newJWKSTest(t, []testKey{a})
+	if got := j.idp.jwksHits.Load(); got != 1 {
 		t.Fatalf("startup fetches = %d, want 1", got)
 	}
 
 	// Startup fetch happened "now": an unknown kid right away must not
 	// refetch (the last attempt is less than 10 s old).
-	_, err := v.Verify(ctx, b.token(t, claimsFor(idp.issuer(), clock.Now()), nil))
+	_, err := j.verify(j.token(t, b))
 	wantReason(t, err, ReasonUnknownKID)
-	if got := idp.jwksHits.Load(); got != 1 {
+	if got := j.idp.jwksHits.Load(); got != 1 {
 		t.Fatalf("fetches after unknown kid within interval = %d, want 1", got)
 	}
 
 	// After the interval one refetch happens; a burst of unknown kids
 	// causes no more.
-	clock.Advance(11 * time.Second)
+	j.clock.Advance(11 * time.Second)
 	for i := range 5 {
-		_, err := v.Verify(ctx, testKey{kid: "zz" + string(rune('a'+i)), alg: "RS256", priv: b.priv}.token(t, claimsFor(idp.issuer(), clock.Now()), nil))
+		_, err := j.verify(testKey{kid: "zz" + string(rune('a'+i)), alg: "RS256", priv: b.priv}.token(t, j.claims(), nil))
 		wantReason(t, err, ReasonUnknownKID)
 	}
-	if got := idp.jwksHits.Load(); got != 2 {
+	if got := j.idp.jwksHits.Load(); got != 2 {
 		t.Fatalf("fetches after burst = %d, want 2", got)
 	}
 
 	// The IdP rotates b in. Still inside the interval: rejected without a
 	// fetch. After it: the refetch finds b and the token verifies.
-	idp.setKeys(t, a, b)
-	tokB := b.token(t, claimsFor(idp.issuer(), clock.Now()), nil)
-	_, err = v.Verify(ctx, tokB)
+	j.idp.setKeys(t, a, b)
+	tokB := j.token(t, b)
+	_, err = j.verify(tokB)
 	wantReason(t, err, ReasonUnknownKID)
-	if got := idp.jwksHits.Load(); got != 2 {
+	if got := j.idp.jwksHits.Load(); got != 2 {
 		t.Fatalf("fetches while rate limited = %d, want 2", got)
 	}
-	clock.Advance(10 * time.Second)
-	if _, err := v.Verify(ctx, tokB); err != nil {
+	j.clock.Advance(10 * time.Second)
+	if _, err := j.verify(tokB); err != nil {
 		t.Fatalf("after rotation: %v", err)
 	}
-	if got := idp.jwksHits.Load(); got != 3 {
+	if got := j.idp.jwksHits.Load(); got != 3 {
 		t.Fatalf("fetches = %d, want 3", got)
 	}
 	// Known kids never cause a fetch.
 	for range 3 {
-		if _, err := v.Verify(ctx, a.token(t, claimsFor(idp.issuer(), clock.Now()), map[string]any{"x": clock.Now().UnixNano()})); err != nil {
+		if _, err := j.verify(a.token(t, j.claims(), map[string]any{"x": j.clock.Now().UnixNano()})); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := idp.jwksHits.Load(); got != 3 {
+	if got := j.idp.jwksHits.Load(); got != 3 {
 		t.Fatalf("fetches for known kids = %d, want 3", got)
 	}
 }
 
 func TestJWKSKeepsLastGoodSet(t *testing.T) {
 	a := rsaTestKey("a", "RS256", 0)
-	idp := newTestIdP(t, a)
-	clock := newTestClock()
-	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)}, WithCache(0, 0))
+	j := newJWKSTest(t, []testKey{a}, WithCache(0, 0))
 	ctx := context.Background()
 
 	breakages := []struct {
 		name  string
 		apply func()
 	}{
-		{"HTTP 500", func() { idp.status.Store(http.StatusInternalServerError) }},
-		{"HTTP 404", func() { idp.status.Store(http.StatusNotFound) }},
-		{"garbage body", func() { idp.setBody([]byte("<html>oops</html>")) }},
-		{"empty key set", func() { idp.setBody([]byte(`{"keys":[]}`)) }},
-		{"no keys member", func() { idp.setBody([]byte(`{}`)) }},
+		{"HTTP 500", func() { j.idp.status.Store(http.StatusInternalServerError) }},
+		{"HTTP 404", func() { j.idp.status.Store(http.StatusNotFound) }},
+		{"garbage body", func() { j.idp.setBody([]byte("<html>oops</html>")) }},
+		{"empty key set", func() { j.idp.setBody([]byte(`{"keys":[]}`)) }},
+		{"no keys member", func() { j.idp.setBody([]byte(`{}`)) }},
 		{"only symmetric keys", func() {
-			idp.setBody([]byte(`{"keys":[{"kty":"oct","kid":"a","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}`))
+			j.idp.setBody([]byte(`{"keys":[{"kty":"oct","kid":"a","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}`))
 		}},
-		{"oversized body", func() { idp.setBody([]byte(`{"keys":[],"pad":"` + strings.Repeat("x", jwksMaxBodyBytes) + `"}`)) }},
+		{"oversized body", func() { j.idp.setBody([]byte(`{"keys":[],"pad":"` + strings.Repeat("x", jwksMaxBodyBytes) + `"}`)) }},
 	}
 	for _, br := range breakages {
 		t.Run(br.name, func(t *testing.T) {
-			idp.status.Store(0)
-			idp.setKeys(t, a)
-			must(t, v.Refresh(ctx))
+			j.idp.status.Store(0)
+			j.idp.setKeys(t, a)
+			must(t, j.v.Refresh(ctx))
 			br.apply()
-			if err := v.Refresh(ctx); err == nil {
+			if err := j.v.Refresh(ctx); err == nil {
 				t.Fatal("Refresh reported success against a broken IdP")
 			}
-			if _, err := v.Verify(ctx, a.token(t, claimsFor(idp.issuer(), clock.Now()), nil)); err != nil {
+			if _, err := j.verify(j.token(t, a)); err != nil {
 				t.Fatalf("last good key set not kept: %v", err)
 			}
 		})
@@ -121,19 +116,16 @@ func TestJWKSKeepsLastGoodSet(t *testing.T) {
 func TestJWKSKeyRotationViaRefresh(t *testing.T) {
 	a := rsaTestKey("a", "RS256", 0)
 	b := ecTestKey(t, "b", "ES256", elliptic.P256())
-	idp := newTestIdP(t, a)
-	clock := newTestClock()
-	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)}, WithCache(0, 0))
-	ctx := context.Background()
-	if _, err := v.Verify(ctx, a.token(t, claimsFor(idp.issuer(), clock.Now()), nil)); err != nil {
+	j := newJWKSTest(t, []testKey{a}, WithCache(0, 0))
+	if _, err := j.verify(j.token(t, a)); err != nil {
 		t.Fatal(err)
 	}
-	idp.setKeys(t, b) // a withdrawn, b introduced
-	must(t, v.Refresh(ctx))
-	if _, err := v.Verify(ctx, b.token(t, claimsFor(idp.issuer(), clock.Now()), nil)); err != nil {
+	j.idp.setKeys(t, b) // a withdrawn, b introduced
+	must(t, j.v.Refresh(context.Background()))
+	if _, err := j.verify(j.token(t, b)); err != nil {
 		t.Fatalf("new key: %v", err)
 	}
-	_, err := v.Verify(ctx, a.token(t, claimsFor(idp.issuer(), clock.Now()), nil))
+	_, err := j.verify(j.token(t, a))
 	wantReason(t, err, ReasonUnknownKID)
 }
 
@@ -141,32 +133,28 @@ func TestJWKSLazyFetchWhenIdPDownAtStartup(t *testing.T) {
 	a := rsaTestKey("a", "RS256", 0)
 	idp := newTestIdP(t, a)
 	idp.status.Store(http.StatusServiceUnavailable)
-	clock := newTestClock()
-	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)})
-	ctx := context.Background()
-	tok := a.token(t, claimsFor(idp.issuer(), clock.Now()), nil)
+	j := jwksTestFor(t, idp)
+	tok := j.token(t, a)
 
-	_, err := v.Verify(ctx, tok)
+	_, err := j.verify(tok)
 	wantReason(t, err, ReasonKeyUnavailable)
-	idp.status.Store(0)
-	clock.Advance(11 * time.Second)
-	if _, err := v.Verify(ctx, tok); err != nil {
+	j.idp.status.Store(0)
+	j.clock.Advance(11 * time.Second)
+	if _, err := j.verify(tok); err != nil {
 		t.Fatalf("after IdP recovered: %v", err)
 	}
 }
 
 func TestJWKSWithoutPrefetchFetchesOnFirstUse(t *testing.T) {
 	a := rsaTestKey("a", "RS256", 0)
-	idp := newTestIdP(t, a)
-	clock := newTestClock()
-	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)}, WithoutPrefetch())
-	if got := idp.jwksHits.Load(); got != 0 {
+	j := newJWKSTest(t, []testKey{a}, WithoutPrefetch())
+	if got := j.idp.jwksHits.Load(); got != 0 {
 		t.Fatalf("fetches before first use = %d", got)
 	}
-	if _, err := v.Verify(context.Background(), a.token(t, claimsFor(idp.issuer(), clock.Now()), nil)); err != nil {
+	if _, err := j.verify(j.token(t, a)); err != nil {
 		t.Fatal(err)
 	}
-	if got := idp.jwksHits.Load(); got != 1 {
+	if got := j.idp.jwksHits.Load(); got != 1 {
 		t.Fatalf("fetches = %d, want 1", got)
 	}
 }
@@ -176,15 +164,14 @@ func TestDiscoveryIssuerMismatchIsRejected(t *testing.T) {
 	idp := newTestIdP(t, a)
 	evil := "https://evil.example"
 	idp.discoveryIss.Store(&evil)
-	clock := newTestClock()
-	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)})
-	if err := v.Refresh(context.Background()); err == nil || !strings.Contains(err.Error(), "does not match") {
+	j := jwksTestFor(t, idp)
+	if err := j.v.Refresh(context.Background()); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Fatalf("Refresh error = %v, want issuer mismatch", err)
 	}
-	if got := idp.jwksHits.Load(); got != 0 {
+	if got := j.idp.jwksHits.Load(); got != 0 {
 		t.Errorf("JWKS fetched %d times despite bad discovery document", got)
 	}
-	_, err := v.Verify(context.Background(), a.token(t, claimsFor(idp.issuer(), clock.Now()), nil))
+	_, err := j.verify(j.token(t, a))
 	wantReason(t, err, ReasonKeyUnavailable)
 }
 
@@ -196,11 +183,8 @@ func TestJWKSEntriesThatMustNotBeUsed(t *testing.T) {
 	noVerify.ops = []string{"encrypt"}
 	withVerify := rsaTestKey("ops-ok", "RS256", 2)
 	withVerify.ops = []string{"verify"}
-	idp := newTestIdP(t, good, dupA, dupB, noVerify, withVerify)
-	clock := newTestClock()
-	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)})
-	ctx := context.Background()
-	now := clock.Now()
+	j := newJWKSTest(t, []testKey{good, dupA, dupB, noVerify, withVerify})
+	now := j.clock.Now()
 	tests := []struct {
 		key  testKey
 		want Reason
@@ -212,7 +196,7 @@ func TestJWKSEntriesThatMustNotBeUsed(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.key.kid, func(t *testing.T) {
-			_, err := v.Verify(ctx, tc.key.token(t, claimsFor(idp.issuer(), now), nil))
+			_, err := j.verify(tc.key.token(t, claimsFor(j.idp.issuer(), now), nil))
 			if got := ReasonOf(err); got != tc.want {
 				t.Errorf("reason = %q, want %q (%v)", got, tc.want, err)
 			}
@@ -306,26 +290,24 @@ func privJWK(t *testing.T, k testKey) map[string]any {
 func TestJWKSConcurrentUnknownKIDsShareOneFetch(t *testing.T) {
 	a := rsaTestKey("a", "RS256", 0)
 	b := rsaTestKey("b", "RS256", 1)
-	idp := newTestIdP(t, a)
-	clock := newTestClock()
-	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)}, WithCache(0, 0))
-	idp.setKeys(t, a, b)
-	clock.Advance(11 * time.Second)
+	j := newJWKSTest(t, []testKey{a}, WithCache(0, 0))
+	j.idp.setKeys(t, a, b)
+	j.clock.Advance(11 * time.Second)
 
 	gate := make(chan struct{})
-	idp.gate.Store(&gate)
-	tok := b.token(t, claimsFor(idp.issuer(), clock.Now()), nil)
+	j.idp.gate.Store(&gate)
+	tok := j.token(t, b)
 	const n = 16
 	errs := make(chan error, n)
 	for range n {
 		go func() {
-			_, err := v.Verify(context.Background(), tok)
+			_, err := j.verify(tok)
 			errs <- err
 		}()
 	}
 	// Wait until the single refetch has reached the IdP, then release it.
 	deadline := time.Now().Add(10 * time.Second)
-	for idp.jwksHits.Load() < 2 && time.Now().Before(deadline) {
+	for j.idp.jwksHits.Load() < 2 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	close(gate)
@@ -334,7 +316,7 @@ func TestJWKSConcurrentUnknownKIDsShareOneFetch(t *testing.T) {
 			t.Errorf("Verify: %v", err)
 		}
 	}
-	if got := idp.jwksHits.Load(); got != 2 {
+	if got := j.idp.jwksHits.Load(); got != 2 {
 		t.Errorf("JWKS fetched %d times, want 2 (startup + one shared refetch)", got)
 	}
 }
@@ -342,17 +324,15 @@ func TestJWKSConcurrentUnknownKIDsShareOneFetch(t *testing.T) {
 func TestJWKSWaitHonoursCallerContext(t *testing.T) {
 	a := rsaTestKey("a", "RS256", 0)
 	b := rsaTestKey("b", "RS256", 1)
-	idp := newTestIdP(t, a)
-	clock := newTestClock()
-	v := newTestVerifier(t, clock, []IssuerConfig{jwksIssuer(idp)})
+	j := newJWKSTest(t, []testKey{a})
 	gate := make(chan struct{})
-	idp.gate.Store(&gate)
+	j.idp.gate.Store(&gate)
 	t.Cleanup(func() { close(gate) })
-	clock.Advance(11 * time.Second)
+	j.clock.Advance(11 * time.Second)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := v.Verify(ctx, b.token(t, claimsFor(idp.issuer(), clock.Now()), nil))
+	_, err := j.v.Verify(ctx, j.token(t, b))
 	wantReason(t, err, ReasonContextCanceled)
 }
 

@@ -405,12 +405,7 @@ func TestLogout(t *testing.T) {
 // of one session cause one refresh, and all of them get the new cookie.
 func TestRefresh(t *testing.T) {
 	t.Parallel()
-	d := dex.Start(t, dex.Options{RedirectURIs: []string{callbackURL}, IDTokenTTL: 5 * time.Minute})
-	e := newEnv(t, []oidc.ProviderConfig{dexProvider(d, dex.ConfidentialClient)})
-	b := e.browser()
-	if r := b.login(d, "/admin/", "alice"); !r.allowed {
-		t.Fatalf("login: %d", r.status)
-	}
+	_, e, b := dexSession(t, "/admin/")
 	if n := e.transport.refreshes.Load(); n != 0 {
 		t.Fatalf("%d refreshes right after login", n)
 	}
@@ -452,12 +447,7 @@ func TestRefresh(t *testing.T) {
 // again. After Dex restarts (new signing keys) the login works again.
 func TestIdPDown(t *testing.T) {
 	t.Parallel()
-	d := dex.Start(t, dex.Options{RedirectURIs: []string{callbackURL}, IDTokenTTL: 5 * time.Minute})
-	e := newEnv(t, []oidc.ProviderConfig{dexProvider(d, dex.ConfidentialClient)})
-	b := e.browser()
-	if r := b.login(d, "/app/", "alice"); !r.allowed {
-		t.Fatalf("login: %d", r.status)
-	}
+	d, e, b := dexSession(t, "/app/")
 	oldKeys, err := d.KeyIDs(t.Context())
 	if err != nil || len(oldKeys) == 0 {
 		t.Fatalf("dex keys: %v %v", oldKeys, err)
@@ -494,12 +484,7 @@ func TestIdPDown(t *testing.T) {
 // tokens have not expired yet.
 func TestRefreshRefused(t *testing.T) {
 	t.Parallel()
-	d := dex.Start(t, dex.Options{RedirectURIs: []string{callbackURL}, IDTokenTTL: 5 * time.Minute})
-	e := newEnv(t, []oidc.ProviderConfig{dexProvider(d, dex.ConfidentialClient)})
-	b := e.browser()
-	if r := b.login(d, "/app/", "alice"); !r.allowed {
-		t.Fatalf("login: %d", r.status)
-	}
+	d, e, b := dexSession(t, "/app/")
 	d.Restart()
 	e.clock.set(4*time.Minute + 30*time.Second)
 	r := b.check("GET", "/app/")

@@ -183,6 +183,19 @@ func dexProvider(d *dex.Server, clientID string) oidc.ProviderConfig {
 	}
 }
 
+// dexSession starts Dex with 5-minute ID tokens and an env for its
+// confidential client, and logs a browser in there as alice at path.
+func dexSession(t *testing.T, path string) (*dex.Server, *env, *browser) {
+	t.Helper()
+	d := dex.Start(t, dex.Options{RedirectURIs: []string{callbackURL}, IDTokenTTL: 5 * time.Minute})
+	e := newEnv(t, []oidc.ProviderConfig{dexProvider(d, dex.ConfidentialClient)})
+	b := e.browser()
+	if r := b.login(d, path, "alice"); !r.allowed {
+		t.Fatalf("login: %d", r.status)
+	}
+	return d, e, b
+}
+
 // browser keeps the cookies app.test set, as a browser would, and talks
 // to Gatehouse as Envoy would on its behalf.
 type browser struct {

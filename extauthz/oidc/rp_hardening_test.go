@@ -1,23 +1,17 @@
 package oidc_test
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/coreos/go-oidc/v3/oidc/oidctest"
-
 	"github.com/gatehouse-proxy/gatehouse/extauthz/oidc"
+	"github.com/gatehouse-proxy/gatehouse/test/scriptedidp"
 )
 
 // Relying-party cases of RFC 9700 (OAuth 2.0 Security BCP) and OpenID
@@ -25,165 +19,27 @@ import (
 // the callback, IdP mix-up (RFC 9207), the exact redirect_uri, PKCE
 // downgrade, and what the flow does not ask for (prompt, max_age).
 //
-// rpIdP is a scripted OpenID provider that records every authorization and
-// token request it sees, so a test can say which IdP a code was redeemed
-// at, and what the token request carried. It checks PKCE like a real IdP
-// and accepts any redirect_uri (it records it for the test to judge).
+// rpIdP is test/scriptedidp in its permissive form: it records every
+// authorization and token request it sees, so a test can say which IdP a
+// code was redeemed at, and what the token request carried. It checks PKCE
+// like a real IdP and accepts any redirect_uri (it records it for the test
+// to judge).
 
 const rpClient = "rp-app" // the same client_id at every rpIdP: the worst case for mix-up
 
-type rpIdP struct {
-	t      testing.TB
-	srv    *httptest.Server
-	key    *rsa.PrivateKey
-	Issuer string
-	prefix string // of its codes, so codes of two IdPs differ
+type rpIdP struct{ *scriptedidp.IdP }
 
-	mu        sync.Mutex
-	disc      map[string]any // extra discovery metadata (set before first use)
-	codes     map[string]rpAuth
-	n         int
-	authReqs  []url.Values
-	tokenReqs []url.Values
-	claims    func(map[string]any)                 // edits the ID token claims
-	idToken   func(map[string]any) string          // replaces the ID token outright
-	respond   func(back url.Values, issuer string) // edits the authorization response
-}
-
-type rpAuth struct{ nonce, challenge string }
-
-func newRPIdP(t testing.TB, prefix string, disc map[string]any) *rpIdP {
+// newRPIdP starts an rpIdP whose key ID and codes are named by name, so
+// those of two IdPs differ, with the extra discovery metadata disc.
+func newRPIdP(t testing.TB, name string, disc map[string]any) *rpIdP {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &rpIdP{t: t, key: key, prefix: prefix, disc: disc, codes: map[string]rpAuth{}}
-	keys := &oidctest.Server{PublicKeys: []oidctest.PublicKey{{PublicKey: key.Public(), KeyID: prefix, Algorithm: "RS256"}}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		rec := httptest.NewRecorder()
-		keys.ServeHTTP(rec, r)
-		var doc map[string]any
-		_ = json.Unmarshal(rec.Body.Bytes(), &doc)
-		p.mu.Lock()
-		for k, v := range p.disc {
-			doc[k] = v
-		}
-		p.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(doc)
-	})
-	mux.Handle("GET /keys", keys)
-	mux.HandleFunc("GET /auth", p.authorize)
-	mux.HandleFunc("POST /token", p.token)
-	p.srv = httptest.NewServer(mux)
-	t.Cleanup(p.srv.Close)
-	p.Issuer = p.srv.URL
-	keys.SetIssuer(p.Issuer)
-	return p
+	return &rpIdP{scriptedidp.NewWith(t, scriptedidp.Options{ClientID: rpClient, ClientSecret: "rp-secret", Name: name,
+		Subject: "victim", Claims: map[string]any{"email": "victim@example.com"}, Discovery: disc})}
 }
 
 func (p *rpIdP) provider(name, prefix string) oidc.ProviderConfig {
 	return oidc.ProviderConfig{Name: name, Issuer: p.Issuer, ClientID: rpClient, ClientSecret: "rp-secret",
 		ExternalURL: appURL, PathPrefixes: []string{prefix}, Scopes: []string{"openid", "email"}}
-}
-
-func (p *rpIdP) authorize(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	p.mu.Lock()
-	p.authReqs = append(p.authReqs, q)
-	p.n++
-	code := fmt.Sprintf("%s-code-%d", p.prefix, p.n)
-	p.codes[code] = rpAuth{nonce: q.Get("nonce"), challenge: q.Get("code_challenge")}
-	respond := p.respond
-	p.mu.Unlock()
-	back, err := url.Parse(q.Get("redirect_uri"))
-	if err != nil || q.Get("redirect_uri") == "" {
-		http.Error(w, "no redirect_uri", http.StatusBadRequest)
-		return
-	}
-	v := url.Values{"code": {code}, "state": {q.Get("state")}}
-	if respond != nil {
-		respond(v, p.Issuer)
-	}
-	back.RawQuery = v.Encode()
-	http.Redirect(w, r, back.String(), http.StatusFound)
-}
-
-func (p *rpIdP) token(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil {
-		http.Error(w, "bad form", http.StatusBadRequest)
-		return
-	}
-	form := url.Values{}
-	for k, v := range r.PostForm {
-		form[k] = v
-	}
-	if user, _, ok := r.BasicAuth(); ok {
-		form.Set("basic_client_id", user)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.tokenReqs = append(p.tokenReqs, form)
-	fail := func() {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		_, _ = w.Write([]byte(`{"error":"invalid_grant"}`))
-	}
-	if form.Get("grant_type") != "authorization_code" {
-		fail()
-		return
-	}
-	ar, ok := p.codes[form.Get("code")]
-	delete(p.codes, form.Get("code"))
-	sum := sha256.Sum256([]byte(form.Get("code_verifier")))
-	if !ok || (ar.challenge != "" && base64.RawURLEncoding.EncodeToString(sum[:]) != ar.challenge) {
-		fail()
-		return
-	}
-	now := time.Now()
-	claims := map[string]any{
-		"iss": p.Issuer, "sub": "victim", "aud": rpClient, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
-		"email": "victim@example.com", "nonce": ar.nonce,
-	}
-	if p.claims != nil {
-		p.claims(claims)
-	}
-	idt := p.sign(claims)
-	if p.idToken != nil {
-		idt = p.idToken(claims)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"access_token": "at-" + form.Get("code"), "token_type": "Bearer", "expires_in": 3600, "id_token": idt,
-	})
-}
-
-func (p *rpIdP) sign(claims map[string]any) string {
-	b, err := json.Marshal(claims)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	return oidctest.SignIDToken(p.key, p.prefix, "RS256", string(b))
-}
-
-func (p *rpIdP) set(f func(p *rpIdP)) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	f(p)
-}
-
-func (p *rpIdP) tokenRequests() []url.Values {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]url.Values(nil), p.tokenReqs...)
-}
-
-func (p *rpIdP) authRequests() []url.Values {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]url.Values(nil), p.authReqs...)
 }
 
 // authorizeAt follows a redirect to an IdP's authorization endpoint and
@@ -228,8 +84,40 @@ func sessionSet(r reply) []string {
 	return out
 }
 
+// expires reports whether the last Set-Cookie of name in r expires it.
+func expires(r reply, name string) bool {
+	var cleared bool
+	for _, c := range r.cookies {
+		if c.Name == name {
+			cleared = c.MaxAge < 0
+		}
+	}
+	return cleared
+}
+
+// loggedInAs asserts that b's request for path is allowed as subject sub.
+func loggedInAs(t *testing.T, b *browser, path, sub string) {
+	t.Helper()
+	if r := b.check("GET", path); !r.allowed || r.headers["x-gatehouse-subject"] != sub {
+		t.Fatalf("after login: allowed %v subject %q, want %q", r.allowed, r.headers["x-gatehouse-subject"], sub)
+	}
+}
+
 // logSince returns what the flow logged after mark (a length of e.logs).
 func (e *env) logSince(mark int) string { return e.logs.String()[mark:] }
+
+// callbackWithForeignCode starts a login at own in one browser and sends
+// its callback with the code of another browser's login at other instead
+// of its own; it returns the mark taken before the callback, and its reply.
+func (e *env) callbackWithForeignCode(t *testing.T, own, other string) (mark int, r reply) {
+	t.Helper()
+	br := e.browserFor(t)
+	back := br.startLogin(own)
+	q := back.Query()
+	q.Set("code", e.browserFor(t).startLogin(other).Query().Get("code"))
+	mark = len(e.logs.String())
+	return mark, br.check("GET", callbackWith(q))
+}
 
 // refused asserts an exact rejection: status, no session cookie, and the
 // reason the flow logged.
@@ -257,12 +145,12 @@ func TestRPSessionFixation(t *testing.T) {
 	idp := newRPIdP(t, "a", nil)
 	e := newEnv(t, []oidc.ProviderConfig{idp.provider("a", "/app")})
 	const name = "__Host-gatehouse-a"
-	asUser := func(sub string) func(*rpIdP) {
-		return func(p *rpIdP) { p.claims = func(c map[string]any) { c["sub"] = sub } }
+	asUser := func(sub string) func(map[string]any) {
+		return func(c map[string]any) { c["sub"] = sub }
 	}
 
 	// The attacker's own, valid session.
-	idp.set(asUser("attacker"))
+	idp.SetTamper(asUser("attacker"))
 	attacker := e.browser()
 	if r := attacker.check("GET", attacker.startLogin("/app/x").RequestURI()); r.status != http.StatusFound {
 		t.Fatalf("attacker login: %d", r.status)
@@ -273,7 +161,7 @@ func TestRPSessionFixation(t *testing.T) {
 	}
 
 	t.Run("garbage session cookie is cleared and replaced", func(t *testing.T) {
-		idp.set(asUser("victim"))
+		idp.SetTamper(asUser("victim"))
 		v := e.browserFor(t)
 		v.cookies[name] = "planted-by-attacker"
 		r := v.check("GET", "/app/x")
@@ -289,13 +177,11 @@ func TestRPSessionFixation(t *testing.T) {
 		if cb.status != http.StatusFound || c == nil || c.Value == "planted-by-attacker" || c.MaxAge <= 0 {
 			t.Fatalf("callback: status %d cookie %v", cb.status, c)
 		}
-		if r := v.check("GET", "/app/x"); !r.allowed || r.headers["x-gatehouse-subject"] != "victim" {
-			t.Fatalf("after login: allowed %v subject %q", r.allowed, r.headers["x-gatehouse-subject"])
-		}
+		loggedInAs(t, v, "/app/x", "victim")
 	})
 
 	t.Run("attacker's valid session planted during the login is replaced", func(t *testing.T) {
-		idp.set(asUser("victim"))
+		idp.SetTamper(asUser("victim"))
 		v := e.browserFor(t)
 		back := v.startLogin("/app/x")
 		v.cookies[name] = planted
@@ -304,9 +190,7 @@ func TestRPSessionFixation(t *testing.T) {
 		if cb.status != http.StatusFound || c == nil || c.Value == planted {
 			t.Fatalf("callback: status %d cookie %v", cb.status, c)
 		}
-		if r := v.check("GET", "/app/x"); !r.allowed || r.headers["x-gatehouse-subject"] != "victim" {
-			t.Fatalf("after login: allowed %v subject %q, want the victim", r.allowed, r.headers["x-gatehouse-subject"])
-		}
+		loggedInAs(t, v, "/app/x", "victim")
 		// The session id is new: the attacker's logout (which revokes the
 		// planted session's id) does not end the victim's session.
 		kept := attacker.in(t)
@@ -319,17 +203,15 @@ func TestRPSessionFixation(t *testing.T) {
 	})
 
 	t.Run("planted single cookie with a chunked session is expired", func(t *testing.T) {
-		idp.set(func(p *rpIdP) {
-			p.claims = func(c map[string]any) {
-				c["sub"] = "victim"
-				var g []string
-				for i := range 60 {
-					g = append(g, fmt.Sprintf("group-%03d-%s", i, strings.Repeat("x", 90)))
-				}
-				c["groups"] = g
+		idp.SetTamper(func(c map[string]any) {
+			c["sub"] = "victim"
+			var g []string
+			for i := range 60 {
+				g = append(g, fmt.Sprintf("group-%03d-%s", i, strings.Repeat("x", 90)))
 			}
+			c["groups"] = g
 		})
-		defer idp.set(asUser("victim"))
+		defer idp.SetTamper(asUser("victim"))
 		v := e.browserFor(t)
 		back := v.startLogin("/app/x")
 		v.cookies[name] = planted
@@ -337,22 +219,14 @@ func TestRPSessionFixation(t *testing.T) {
 		if cb.status != http.StatusFound || cb.cookieNamed(name+".0") == nil {
 			t.Fatalf("callback: status %d cookies %v, want a chunked session", cb.status, cb.cookies)
 		}
-		var cleared bool
-		for _, c := range cb.cookies {
-			if c.Name == name {
-				cleared = c.MaxAge < 0
-			}
-		}
-		if !cleared {
+		if !expires(cb, name) {
 			t.Fatalf("the planted %s is not expired; it would shadow the new chunks", name)
 		}
-		if r := v.check("GET", "/app/x"); !r.allowed || r.headers["x-gatehouse-subject"] != "victim" {
-			t.Fatalf("after login: allowed %v subject %q", r.allowed, r.headers["x-gatehouse-subject"])
-		}
+		loggedInAs(t, v, "/app/x", "victim")
 	})
 
 	t.Run("planted chunks with a single-cookie session are expired", func(t *testing.T) {
-		idp.set(asUser("victim"))
+		idp.SetTamper(asUser("victim"))
 		v := e.browserFor(t)
 		back := v.startLogin("/app/x")
 		v.cookies[name+".0"], v.cookies[name+".1"] = planted[:len(planted)/2], planted[len(planted)/2:]
@@ -361,19 +235,11 @@ func TestRPSessionFixation(t *testing.T) {
 			t.Fatalf("callback: %d", cb.status)
 		}
 		for _, n := range []string{name + ".0", name + ".1"} {
-			var cleared bool
-			for _, c := range cb.cookies {
-				if c.Name == n {
-					cleared = c.MaxAge < 0
-				}
-			}
-			if !cleared {
+			if !expires(cb, n) {
 				t.Errorf("planted %s not expired", n)
 			}
 		}
-		if r := v.check("GET", "/app/x"); !r.allowed || r.headers["x-gatehouse-subject"] != "victim" {
-			t.Fatalf("after login: allowed %v subject %q", r.allowed, r.headers["x-gatehouse-subject"])
-		}
+		loggedInAs(t, v, "/app/x", "victim")
 	})
 }
 
@@ -443,26 +309,16 @@ func TestRPCallbackCSRF(t *testing.T) {
 		{
 			name: "attacker's own login completed with the victim's code (code injection)",
 			run: func(t *testing.T) (int, reply) {
-				attacker := e.browserFor(t)
-				mine := attacker.startLogin("/app/a/x")
-				victimCode := e.browserFor(t).startLogin("/app/a/x").Query().Get("code")
-				q := mine.Query()
-				q.Set("code", victimCode)
-				mark := len(e.logs.String())
-				return mark, attacker.check("GET", callbackWith(q))
+				// The attacker's login, the victim's code.
+				return e.callbackWithForeignCode(t, "/app/a/x", "/app/a/x")
 			},
 			status: 400, reason: "code exchange refused", tokA: 1,
 		},
 		{
 			name: "state cookie for another provider on this host: code redeemed there only",
 			run: func(t *testing.T) (int, reply) {
-				br := e.browserFor(t)
-				backB := br.startLogin("/app/b/x")
-				codeA := e.browserFor(t).startLogin("/app/a/x").Query().Get("code")
-				q := backB.Query()
-				q.Set("code", codeA)
-				mark := len(e.logs.String())
-				return mark, br.check("GET", callbackWith(q))
+				// A login with b, a code of a.
+				return e.callbackWithForeignCode(t, "/app/b/x", "/app/a/x")
 			},
 			status: 400, reason: "code exchange refused", tokB: 1,
 		},
@@ -484,16 +340,16 @@ func TestRPCallbackCSRF(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			beforeA, beforeB := len(a.tokenRequests()), len(b.tokenRequests())
+			beforeA, beforeB := len(a.TokenRequests()), len(b.TokenRequests())
 			mark, r := tt.run(t)
 			refused(t, e, mark, r, tt.status, tt.reason)
 			// A refused code may be posted twice to the same endpoint
 			// (x/oauth2 retries with the other client authentication
 			// style until one has worked): count endpoints, not posts.
-			if got := len(a.tokenRequests()) - beforeA; (got > 0) != (tt.tokA > 0) {
+			if got := len(a.TokenRequests()) - beforeA; (got > 0) != (tt.tokA > 0) {
 				t.Errorf("%d token requests at IdP a, want %d", got, tt.tokA)
 			}
-			if got := len(b.tokenRequests()) - beforeB; (got > 0) != (tt.tokB > 0) {
+			if got := len(b.TokenRequests()) - beforeB; (got > 0) != (tt.tokB > 0) {
 				t.Errorf("%d token requests at IdP b, want %d", got, tt.tokB)
 			}
 		})
@@ -533,20 +389,20 @@ func TestRPMixUp(t *testing.T) {
 			q.Set("code", e.browserFor(t).startLogin("/app/b/x").Query().Get("code"))
 		}, reason: "code exchange refused", tokA: 1},
 		{name: "ID token of B from A's token endpoint", idpA: func(p *rpIdP) {
-			p.idToken = func(c map[string]any) string { c["iss"] = b.Issuer; return b.sign(c) }
+			p.SetIDToken(func(c map[string]any) string { c["iss"] = b.Issuer; return b.Sign(c) })
 		}, reason: "id token", tokA: 1},
 		{name: "ID token of B claiming A's issuer", idpA: func(p *rpIdP) {
-			p.idToken = func(c map[string]any) string { return b.sign(c) }
+			p.SetIDToken(func(c map[string]any) string { return b.Sign(c) })
 		}, reason: "id token", tokA: 1},
 		{name: "ID token of A naming B as issuer", idpA: func(p *rpIdP) {
-			p.claims = func(c map[string]any) { c["iss"] = b.Issuer }
+			p.SetTamper(func(c map[string]any) { c["iss"] = b.Issuer })
 		}, reason: "id token", tokA: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.idpA != nil {
-				a.set(tt.idpA)
-				defer a.set(func(p *rpIdP) { p.idToken, p.claims = nil, nil })
+				tt.idpA(a)
+				defer func() { a.SetIDToken(nil); a.SetTamper(nil) }()
 			}
 			br := e.browserFor(t)
 			back := br.startLogin("/app/a/x")
@@ -554,7 +410,7 @@ func TestRPMixUp(t *testing.T) {
 			if tt.edit != nil {
 				tt.edit(t, q)
 			}
-			beforeA, beforeB := len(a.tokenRequests()), len(b.tokenRequests())
+			beforeA, beforeB := len(a.TokenRequests()), len(b.TokenRequests())
 			mark := len(e.logs.String())
 			r := br.check("GET", callbackWith(q))
 			if tt.ok {
@@ -564,16 +420,16 @@ func TestRPMixUp(t *testing.T) {
 			} else {
 				refused(t, e, mark, r, http.StatusBadRequest, tt.reason)
 			}
-			if got := len(a.tokenRequests()) - beforeA; (got > 0) != (tt.tokA > 0) {
+			if got := len(a.TokenRequests()) - beforeA; (got > 0) != (tt.tokA > 0) {
 				t.Errorf("%d token requests at A, want %d", got, tt.tokA)
 			}
-			if got := len(b.tokenRequests()) - beforeB; got != 0 {
+			if got := len(b.TokenRequests()) - beforeB; got != 0 {
 				t.Errorf("%d token requests at B in a login with A", got)
 			}
 		})
 	}
 	// Over all these cases, B's token endpoint never saw a request.
-	if n := len(b.tokenRequests()); n != 0 {
+	if n := len(b.TokenRequests()); n != 0 {
 		t.Errorf("B's token endpoint got %d requests", n)
 	}
 
@@ -586,11 +442,11 @@ func TestRPMixUp(t *testing.T) {
 		back := br.startLogin("/app/x")
 		mark := len(ec.logs.String())
 		refused(t, ec, mark, br.check("GET", back.RequestURI()), http.StatusBadRequest, "iss missing")
-		if n := len(c.tokenRequests()); n != 0 {
+		if n := len(c.TokenRequests()); n != 0 {
 			t.Errorf("the code was redeemed anyway (%d token requests)", n)
 		}
 		// With iss, the same IdP logs in.
-		c.set(func(p *rpIdP) { p.respond = func(v url.Values, iss string) { v.Set("iss", iss) } })
+		c.SetAuthResponse(func(v url.Values) { v.Set("iss", c.Issuer) })
 		br = ec.browserFor(t)
 		if r := br.check("GET", br.startLogin("/app/x").RequestURI()); r.status != http.StatusFound || r.cookieNamed("__Host-gatehouse-c") == nil {
 			t.Fatalf("with iss: status %d body %q", r.status, r.body)
@@ -664,12 +520,12 @@ func TestRPRedirectURIExact(t *testing.T) {
 			br := tt.env.browserFor(t)
 			br.apply(r)
 			h["cookie"] = br.cookieHeader()
-			before := len(idp.tokenRequests())
+			before := len(idp.TokenRequests())
 			cb := tt.env.rawRequest(t, tt.host, "GET", back.RequestURI(), h, nil)
 			if cb.status != http.StatusFound || len(sessionSet(cb)) == 0 {
 				t.Fatalf("callback: status %d body %q", cb.status, cb.body)
 			}
-			reqs := idp.tokenRequests()
+			reqs := idp.TokenRequests()
 			if len(reqs) != before+1 || reqs[before].Get("redirect_uri") != tt.want {
 				t.Fatalf("token request redirect_uri %q, want %q", reqs[len(reqs)-1].Get("redirect_uri"), tt.want)
 			}
@@ -705,14 +561,14 @@ func TestRPPKCE(t *testing.T) {
 			e := newEnv(t, []oidc.ProviderConfig{idp.provider("a", "/")})
 			br := e.browserFor(t)
 			back := br.startLogin("/app/x")
-			ar := idp.authRequests()[0]
+			ar := idp.AuthRequests()[0]
 			if ar.Get("code_challenge_method") != "S256" || len(ar.Get("code_challenge")) != 43 {
 				t.Fatalf("challenge %q method %q, want S256", ar.Get("code_challenge"), ar.Get("code_challenge_method"))
 			}
 			if r := br.check("GET", back.RequestURI()); r.status != http.StatusFound || len(sessionSet(r)) == 0 {
 				t.Fatalf("callback: %d %q", r.status, r.body)
 			}
-			tr := idp.tokenRequests()
+			tr := idp.TokenRequests()
 			if len(tr) != 1 {
 				t.Fatalf("%d token requests", len(tr))
 			}
@@ -742,10 +598,10 @@ func TestRPPromptMaxAge(t *testing.T) {
 		{"acr and amr present", func(c map[string]any) { c["acr"] = "0"; c["amr"] = []string{"pwd"} }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			idp.set(func(p *rpIdP) { p.claims = tt.claims })
+			idp.SetTamper(tt.claims)
 			br := e.browserFor(t)
 			back := br.startLogin("/app/x")
-			ars := idp.authRequests()
+			ars := idp.AuthRequests()
 			q := ars[len(ars)-1]
 			for _, k := range []string{"prompt", "max_age", "acr_values", "id_token_hint", "login_hint", "response_mode", "request", "request_uri"} {
 				if q.Has(k) {
