@@ -505,3 +505,36 @@ func TestRenewAt(t *testing.T) {
 		}
 	}
 }
+
+func TestLeafSatisfies(t *testing.T) {
+	_, ca := initCA(t, certs.WithTrustDomain("example.org"))
+	const id = "spiffe://example.org/edge/web"
+	leaf, err := ca.Issue(id, certs.WithDNSNames("a.example", "b.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := ca.Issue(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		leaf *certs.Leaf
+		opts []certs.IssueOption
+		want bool
+	}{
+		{"same names", leaf, []certs.IssueOption{certs.WithDNSNames("a.example", "b.example")}, true},
+		{"other order, repeated", leaf, []certs.IssueOption{certs.WithDNSNames("b.example"), certs.WithDNSNames("a.example", "b.example")}, true},
+		{"TTL and key type do not count", leaf, []certs.IssueOption{certs.WithTTL(time.Hour), certs.WithLeafKeyAlgorithm(certs.RSA3072), certs.WithDNSNames("a.example", "b.example")}, true},
+		{"one name fewer", leaf, []certs.IssueOption{certs.WithDNSNames("a.example")}, false},
+		{"one name more", leaf, []certs.IssueOption{certs.WithDNSNames("a.example", "b.example", "c.example")}, false},
+		{"no names asked of a leaf with names", leaf, nil, false},
+		{"no names, none held", plain, []certs.IssueOption{certs.WithTTL(time.Hour)}, true},
+		{"names asked of a leaf without", plain, []certs.IssueOption{certs.WithDNSNames("a.example")}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.leaf.Satisfies(tt.opts...); got != tt.want {
+			t.Errorf("%s: Satisfies = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

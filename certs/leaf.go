@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -99,6 +100,24 @@ func WithDNSNames(names ...string) IssueOption {
 
 // WithLeafKeyAlgorithm sets the leaf key type (default ECDSA P-256).
 func WithLeafKeyAlgorithm(a KeyAlgorithm) IssueOption { return func(c *issueConfig) { c.alg = a } }
+
+// Satisfies reports whether the leaf's certificate carries what opts ask of
+// it besides its key and lifetime: the same DNS SANs, in any order. A held
+// leaf stops satisfying its identity's options when a config edit changes
+// them, and must then be re-issued rather than served until its renewal.
+func (l *Leaf) Satisfies(opts ...IssueOption) bool {
+	var cfg issueConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	var have []string
+	if l.Cert != nil {
+		have = l.Cert.DNSNames
+	}
+	return slices.Equal(sortedSet(cfg.dnsNames), sortedSet(have))
+}
+
+func sortedSet(s []string) []string { return slices.Compact(slices.Sorted(slices.Values(s))) }
 
 // Issue signs a fresh leaf certificate for spiffeID with the current CA. The
 // ID must be a workload ID in the CA's trust domain. The leaf gets a new key,

@@ -89,13 +89,14 @@ func NewRotator(iss LeafIssuer, opts ...RotatorOption) *Rotator {
 }
 
 // Get returns the current leaf for spiffeID, issuing one (with opts, which
-// are remembered for renewals) the first time the ID is asked for, or when
-// the held leaf has expired because renewal kept failing. Later calls with
-// the same ID ignore opts.
+// are remembered for renewals) the first time the ID is asked for, when the
+// held leaf has expired because renewal kept failing, or when opts ask for
+// other DNS names than the held leaf carries (a config edit changed them;
+// see Leaf.Satisfies). A call without opts takes the held leaf as it is.
 func (r *Rotator) Get(spiffeID string, opts ...IssueOption) (*Leaf, error) {
 	r.mu.Lock()
 	e, ok := r.entries[spiffeID]
-	if ok && r.clock.Now().Before(e.leaf.NotAfter) {
+	if ok && r.clock.Now().Before(e.leaf.NotAfter) && (len(opts) == 0 || e.leaf.Satisfies(opts...)) {
 		leaf := e.leaf
 		r.mu.Unlock()
 		return leaf, nil
@@ -105,7 +106,7 @@ func (r *Rotator) Get(spiffeID string, opts ...IssueOption) (*Leaf, error) {
 		return nil, fmt.Errorf("rotator: %s: %w (limit %d)", spiffeID, ErrTooManyIdentities, r.max)
 	}
 	iss := r.issuer
-	if ok {
+	if ok && len(opts) == 0 {
 		opts = e.opts
 	}
 	r.mu.Unlock()
@@ -117,7 +118,7 @@ func (r *Rotator) Get(spiffeID string, opts ...IssueOption) (*Leaf, error) {
 	}
 
 	r.mu.Lock()
-	if cur, ok := r.entries[spiffeID]; ok && r.clock.Now().Before(cur.leaf.NotAfter) {
+	if cur, ok := r.entries[spiffeID]; ok && r.clock.Now().Before(cur.leaf.NotAfter) && cur.leaf.Satisfies(opts...) {
 		// Someone else installed a valid leaf meanwhile; keep one per ID.
 		leaf = cur.leaf
 		r.mu.Unlock()
@@ -185,7 +186,10 @@ func (r *Rotator) OnRotate(fn func(spiffeID string, leaf *Leaf)) (cancel func())
 func (r *Rotator) Adopt(spiffeID string, leaf *Leaf) bool {
 	r.mu.Lock()
 	e, ok := r.entries[spiffeID]
-	if !ok || leaf == nil || e.leaf.Serial == leaf.Serial || !r.clock.Now().Before(leaf.NotAfter) {
+	if !ok || leaf == nil || e.leaf.Serial == leaf.Serial || !r.clock.Now().Before(leaf.NotAfter) || !leaf.Satisfies(e.opts...) {
+		// Not a leaf this replica would issue: another replica running
+		// with other DNS names for the identity (mid-rollout of a config
+		// edit) must not flip this one's, nor start a re-issue storm.
 		r.mu.Unlock()
 		return false
 	}

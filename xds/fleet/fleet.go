@@ -6,12 +6,16 @@
 //
 // An Issuer is the certs.LeafIssuer a certs.Rotator issues through. For a
 // SPIFFE id it returns the leaf stored under "cert/<id>" while that leaf is
-// not due (before its RenewAt, signed by the CA in force). When the leaf is
-// due or absent, the replica that takes the lease "cert-renewer/<id>"
+// not due (before its RenewAt, signed by the CA in force) and carries the
+// DNS names asked for (certs.Leaf.Satisfies: a config edit changed them
+// otherwise). When the leaf is due, absent or for other names, the replica that takes the lease "cert-renewer/<id>"
 // re-checks the store, issues from the CA and Puts the leaf; the others wait
 // (bounded) for that Put, woken by Watch, and read it. Watch (Run) also
 // hands every stored leaf that changes to a callback, which has the Rotator
-// adopt it and push it over SDS, so all replicas switch together.
+// adopt it and push it over SDS, so all replicas switch together. The
+// Rotator does not adopt a leaf for other DNS names than its own config
+// asks: while a config edit rolls out, replicas on either side serve their
+// own names and none re-issues in answer to another's Put.
 //
 // The lease is per identity and held only while one leaf is issued, rather
 // than one fleet-wide renewer lease renewed on a ticker: a single holder
@@ -167,7 +171,7 @@ func (i *Issuer) Issue(spiffeID string, opts ...certs.IssueOption) (*certs.Leaf,
 		if err != nil {
 			return i.issueLocally(spiffeID, err, opts)
 		}
-		if ok && i.usable(leaf, issuedAt) {
+		if ok && i.usable(leaf, issuedAt) && leaf.Satisfies(opts...) {
 			return leaf, nil
 		}
 		lease, got, err := i.st.TryLease(ctx, LeasePrefix+spiffeID, i.leaseTTL)
@@ -197,7 +201,7 @@ func (i *Issuer) issueHolding(ctx context.Context, lease store.Lease, id string,
 		defer cancel()
 		_ = lease.Release(rctx)
 	}()
-	if leaf, issuedAt, ok, err := i.load(ctx, id); err == nil && ok && i.usable(leaf, issuedAt) {
+	if leaf, issuedAt, ok, err := i.load(ctx, id); err == nil && ok && i.usable(leaf, issuedAt) && leaf.Satisfies(opts...) {
 		return leaf, nil
 	}
 	now := i.clock.Now()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -218,5 +219,65 @@ func TestRotatedCALeafIsDue(t *testing.T) {
 	after := issueBoth(t, a, b)
 	if after[0].Serial != after[1].Serial || after[0].Serial == before.Serial || !after[0].SignedBy(next.Certificate()) {
 		t.Fatalf("after CA rotation: %v and %v (before %v)", after[0], after[1], before)
+	}
+}
+
+// A config edit that changes an identity's DNS names reaches the fleet's
+// leaf; replicas running with different names meanwhile (a rollout) each
+// serve their own names and do not re-issue each other's leaves in a loop;
+// once they agree they share one leaf again.
+func TestReplicasFollowDNSNameEdits(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type rep struct {
+		iss *fleet.Issuer
+		rot *certs.Rotator
+	}
+	var reps [2]rep
+	for i := range reps {
+		iss, _ := f.replica(t)
+		rot := certs.NewRotator(iss, certs.WithRotatorClock(f.clock), certs.WithRotatorLogger(quiet()))
+		iss.Run(ctx, func(id string, l *certs.Leaf) { rot.Adopt(id, l) })
+		reps[i] = rep{iss, rot}
+	}
+	get := func(r rep, dns ...string) *certs.Leaf {
+		t.Helper()
+		l, err := r.rot.Get(id, certs.WithTTL(time.Hour), certs.WithDNSNames(dns...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(l.Cert.DNSNames, dns) {
+			t.Fatalf("served a leaf for %v, want %v", l.Cert.DNSNames, dns)
+		}
+		return l
+	}
+	a, b := reps[0], reps[1]
+	first := get(a, "old.example")
+	if get(b, "old.example").Serial != first.Serial {
+		t.Fatal("replicas with one config serve different leaves")
+	}
+	// Rollout: a has the edit, b not yet.
+	edited := get(a, "new.example")
+	if edited.Serial == first.Serial {
+		t.Fatal("the edit did not re-issue")
+	}
+	issued := f.ca.n.Load()
+	time.Sleep(500 * time.Millisecond) // let watches deliver whatever they will
+	if cur, _ := b.rot.Current(id); cur.Serial != first.Serial {
+		t.Errorf("b (old config) adopted a leaf for %v", cur.Cert.DNSNames)
+	}
+	if get(b, "old.example").Serial != first.Serial {
+		t.Error("b re-issued its unchanged leaf")
+	}
+	if n := f.ca.n.Load(); n != issued {
+		t.Errorf("CA issued %d more leaves while the replicas disagreed, want none", n-issued)
+	}
+	// b gets the edit: it takes the fleet's leaf for the new names.
+	if got := get(b, "new.example"); got.Serial != edited.Serial {
+		t.Errorf("after the rollout b serves %s, a %s: want one leaf", got.Serial, edited.Serial)
+	}
+	if n := f.ca.n.Load(); n != issued {
+		t.Errorf("CA issued %d more leaves at the end of the rollout, want none", n-issued)
 	}
 }
