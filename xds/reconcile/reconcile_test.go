@@ -224,3 +224,35 @@ func TestEditRevalidatesOnlyWhatChanged(t *testing.T) {
 		prev = cur
 	}
 }
+
+// TestEdgeDNSNameEditReissues: a live edit of an edge's tls.dns_names
+// re-issues its server certificate for the new names and pushes it; other
+// nodes see nothing.
+func TestEdgeDNSNameEditReissues(t *testing.T) {
+	r, c, rot := newReconciler(t)
+	ctx := context.Background()
+	if err := r.Apply(ctx, parse(t, "10.0.0.1:80")); err != nil {
+		t.Fatal(err)
+	}
+	id := secrets.EdgeSPIFFEID("unit.test", "edge")
+	before, ok := rot.Current(id)
+	if !ok || !slices.Equal(before.Cert.DNSNames, []string{"shop.unit.test"}) {
+		t.Fatalf("edge certificate before the edit: held %v", ok)
+	}
+	edgeSDS, orders := c.Version("edge", resource.SecretType), c.Version("orders", resource.SecretType)
+	edited := parse(t, "10.0.0.1:80")
+	edited.Mesh.Edges[0].TLS.DNSNames = []string{"shop.unit.test", "www.unit.test"}
+	if err := r.Apply(ctx, edited); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := rot.Current(id)
+	if after.Serial == before.Serial || !slices.Equal(after.Cert.DNSNames, []string{"shop.unit.test", "www.unit.test"}) {
+		t.Errorf("after the edit the edge serves %s for %v (before %s)", after.Serial, after.Cert.DNSNames, before.Serial)
+	}
+	if c.Version("edge", resource.SecretType) == edgeSDS {
+		t.Error("the re-issued certificate was not pushed to the edge")
+	}
+	if c.Version("orders", resource.SecretType) != orders {
+		t.Error("the orders sidecar was pushed secrets it does not use")
+	}
+}
