@@ -237,15 +237,16 @@ func (s *jwksSource) key(ctx context.Context, kid string) (*jwkEntry, error) {
 			return e, err
 		}
 	}
-	done, ok := s.startFetch(false)
-	if ok {
+	if done, ok := s.startFetch(false); ok {
 		select {
 		case <-done:
 		case <-ctx.Done():
 			return nil, failWrap(ReasonContextCanceled, ctx.Err())
 		}
-		ks = s.keys.Load()
 	}
+	// Load again even when no fetch was started: one may have finished
+	// since ks was loaded, and is why none is started now.
+	ks = s.keys.Load()
 	if ks == nil {
 		s.mu.Lock()
 		err := s.lastErr
