@@ -140,6 +140,12 @@ func (r *Reconciler) Apply(ctx context.Context, cfg *config.Config) error {
 				r.cache.ClearNode(id)
 			}
 		}
+		kept := r.identitiesOf(res)
+		for _, id := range r.identitiesOf(r.applied) {
+			if _, still := slices.BinarySearch(kept, id); !still {
+				r.secrets.Release(id)
+			}
+		}
 	}
 	r.applied = res
 	r.status.AppliedAt = r.now()
@@ -380,8 +386,13 @@ func (r *Reconciler) Identities() []string {
 	if r.applied == nil {
 		return nil
 	}
+	return r.identitiesOf(r.applied)
+}
+
+// identitiesOf lists, sorted, the SPIFFE ids behind res's secrets.
+func (r *Reconciler) identitiesOf(res *translate.Result) []string {
 	var ids []string
-	for _, spec := range r.applied.Secrets {
+	for _, spec := range res.Secrets {
 		if id := r.secrets.IdentityOf(spec); id != "" {
 			ids = append(ids, id)
 		}

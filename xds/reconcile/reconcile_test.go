@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -254,5 +255,36 @@ func TestEdgeDNSNameEditReissues(t *testing.T) {
 	}
 	if c.Version("orders", resource.SecretType) != orders {
 		t.Error("the orders sidecar was pushed secrets it does not use")
+	}
+}
+
+// TestRemovedIdentitiesAreReleased: identities no secret references after
+// an edit are no longer kept and renewed, so renaming services again and
+// again never fills the Rotator (bounded here to four identities: the
+// edge's two and one sidecar, plus one spare).
+func TestRemovedIdentitiesAreReleased(t *testing.T) {
+	ca, err := certs.Init(t.TempDir()+"/ca", certs.WithTrustDomain("unit.test"), certs.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot := certs.NewRotator(ca, certs.WithMaxIdentities(4))
+	r := New(cache.New(nil), secrets.New(ca, rot), nil)
+	ctx := context.Background()
+	for i := range 6 {
+		name := fmt.Sprintf("orders%d", i)
+		cfg, err := config.Parse[config.Config]("test.yaml", []byte(strings.ReplaceAll(strings.Replace(base, "%s", "10.0.0.1:80", 1), "orders", name)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Apply(ctx, cfg); err != nil {
+			t.Fatalf("edit %d (sidecar %s): %v", i, name, err)
+		}
+		want := r.Identities()
+		if got := rot.IDs(); !slices.Equal(got, want) {
+			t.Fatalf("edit %d: rotator keeps %v, want exactly the config's %v", i, got, want)
+		}
+		if !slices.Contains(want, "spiffe://unit.test/sidecar/"+name) {
+			t.Fatalf("edit %d: %s not among %v", i, name, want)
+		}
 	}
 }

@@ -65,6 +65,12 @@ func New(bundle Bundle, rot *certs.Rotator, opts ...Option) *Provider {
 	return p
 }
 
+// Release stops keeping and renewing the leaf of spiffeID: no secret of
+// the applied config references it any more (a service removed or
+// renamed). Without it, config churn would fill the Rotator up to its
+// bound and new identities would then get no certificate.
+func (p *Provider) Release(spiffeID string) { p.leaves.Forget(spiffeID) }
+
 // EdgeSPIFFEID is the identity an edge's public server certificate is
 // issued under: spiffe://<trust-domain>/edge-tls/<cert name>. It differs
 // from the edge's own workload identity (spiffe://<td>/edge/<name>), which
