@@ -2,6 +2,7 @@ package certs
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -132,7 +133,9 @@ const maxDirPairs = 1000
 // Reload re-reads the directory. A pair whose new files are bad (half
 // written, mismatched, expired, not rooted in the trusted CAs, one file
 // missing) keeps serving its last good leaf; a pair whose files are both
-// gone is dropped. The file watcher calls Reload; DirSource has none.
+// gone is dropped, and so is a leaf when it expires (Run): an expired
+// certificate is never served, whoever's it is. The file watcher calls
+// Reload; DirSource has none.
 type DirSource struct {
 	dir      string
 	roots    *x509.CertPool
@@ -143,6 +146,7 @@ type DirSource struct {
 	errs     map[string]error
 	subs     map[int]func(name string, leaf *Leaf)
 	nextSub  int
+	wake     chan struct{} // Run re-plans after a Reload
 }
 
 // NewDirSource returns a DirSource for dir verifying against roots. Call
@@ -155,7 +159,79 @@ func NewDirSource(dir string, roots *x509.CertPool, opts ...SourceOption) *DirSo
 		leaves: map[string]*Leaf{},
 		errs:   map[string]error{},
 		subs:   map[int]func(string, *Leaf){},
+		wake:   make(chan struct{}, 1),
 	}
+}
+
+// Run drops each leaf when it expires, until ctx ends, telling OnChange
+// subscribers as for a removed pair (leaf nil) so whoever served it falls
+// back (Gatehouse issues its own). It returns nil when ctx ends.
+func (d *DirSource) Run(ctx context.Context) error {
+	for {
+		d.dropExpired()
+		var fire <-chan time.Time
+		var timer Timer
+		if next, ok := d.nextExpiry(); ok {
+			timer = d.cfg.clock.NewTimer(next.Sub(d.cfg.clock.Now()))
+			fire = timer.C()
+		}
+		select {
+		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
+			return nil
+		case <-d.wake:
+		case <-fire:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+func (d *DirSource) nextExpiry() (time.Time, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var next time.Time
+	for _, l := range d.leaves {
+		if next.IsZero() || l.NotAfter.Before(next) {
+			next = l.NotAfter
+		}
+	}
+	return next, !next.IsZero()
+}
+
+// dropExpired removes the leaves whose NotAfter has passed and tells the
+// subscribers.
+func (d *DirSource) dropExpired() {
+	now := d.cfg.clock.Now()
+	d.mu.Lock()
+	var gone []string
+	for name, l := range d.leaves {
+		if !now.Before(l.NotAfter) {
+			delete(d.leaves, name)
+			gone = append(gone, name)
+		}
+	}
+	subs := d.subscribersLocked()
+	d.mu.Unlock()
+	slices.Sort(gone)
+	for _, name := range gone {
+		d.cfg.log.Error("operator certificate expired and is no longer served; replace its files", "name", name, "dir", d.dir)
+		for _, fn := range subs {
+			fn(name, nil)
+		}
+	}
+}
+
+func (d *DirSource) subscribersLocked() []func(string, *Leaf) {
+	keys := slices.Sorted(maps.Keys(d.subs))
+	subs := make([]func(string, *Leaf), 0, len(keys))
+	for _, k := range keys {
+		subs = append(subs, d.subs[k])
+	}
+	return subs
 }
 
 // Dir is the directory being served.
@@ -284,12 +360,12 @@ func (d *DirSource) Reload() error {
 		}
 	}
 	d.errs = problems
-	keys := slices.Sorted(maps.Keys(d.subs))
-	subs := make([]func(string, *Leaf), 0, len(keys))
-	for _, k := range keys {
-		subs = append(subs, d.subs[k])
-	}
+	subs := d.subscribersLocked()
 	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
 
 	for name, err := range problems {
 		if _, kept := d.Get(name); kept {

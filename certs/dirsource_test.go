@@ -1,6 +1,7 @@
 package certs_test
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -219,5 +220,75 @@ func TestDirSourceMissingDirKeepsPairs(t *testing.T) {
 	}
 	if _, ok := f.source.Get("edge"); !ok {
 		t.Fatal("pair dropped when the directory became unreadable")
+	}
+}
+
+// TestDirSourceDropsExpiredLeaves: Run drops each operator leaf when it
+// expires and says so (leaf nil), so an expired certificate is never
+// served; a Reload re-plans the wait for a leaf that expires sooner.
+func TestDirSourceDropsExpiredLeaves(t *testing.T) {
+	f := newDirFixture(t)
+	short, err := f.ca.IssueRole("svc", "short", certs.WithTTL(2*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.write(t, "edge", f.good) // 24h
+	if err := f.source.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	gone := make(chan string, 4)
+	f.source.OnChange(func(name string, l *certs.Leaf) {
+		if l == nil {
+			gone <- name
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	done := make(chan error, 1)
+	go func() { done <- f.source.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	if err := f.srcClock.WaitForDeadline(ctx, f.good.NotAfter); err != nil {
+		t.Fatal(err)
+	}
+	// A pair that expires sooner arrives: Run must wake for it first.
+	f.write(t, "short", short)
+	if err := f.source.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		leaf *certs.Leaf
+		name string
+		kept string
+	}{
+		{short, "short", "edge"},
+		{f.good, "edge", ""},
+	} {
+		if err := f.srcClock.WaitForDeadline(ctx, tc.leaf.NotAfter); err != nil {
+			t.Fatal(err)
+		}
+		f.srcClock.Set(tc.leaf.NotAfter)
+		select {
+		case name := <-gone:
+			if name != tc.name {
+				t.Fatalf("%s dropped at %s's expiry", name, tc.name)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s not dropped at its expiry", tc.name)
+		}
+		if _, ok := f.source.Get(tc.name); ok {
+			t.Errorf("expired %s still served", tc.name)
+		}
+		if tc.kept != "" {
+			if _, ok := f.source.Get(tc.kept); !ok {
+				t.Errorf("%s dropped with %s", tc.kept, tc.name)
+			}
+		}
+	}
+	if names := f.source.Names(); len(names) != 0 {
+		t.Errorf("Names after every expiry = %v", names)
 	}
 }

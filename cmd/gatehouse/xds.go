@@ -107,6 +107,7 @@ func buildXDS(p *process) (*xdsserver.Server, error) {
 				log.Error("pushing operator certificates failed", "err", err)
 			}
 		})
+		g.Go(func() error { return overrides.Run(ctx) })
 		if err := startWatch(g, ctx, log, []string{overrides.Dir() + string(os.PathSeparator)}, func(context.Context) {
 			if err := overrides.Reload(); err != nil {
 				log.Error("operator certificate rejected; the last good one stays", "dir", overrides.Dir(), "err", err)

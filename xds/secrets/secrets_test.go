@@ -519,11 +519,10 @@ func TestOverrides(t *testing.T) {
 	}
 }
 
-// TestOverrideExpiryIsTheSourcesJob pins what Provider promises for an
-// operator certificate that has expired since its source accepted it: the
-// Provider has no clock and checks only the identity, so it keeps serving
-// whatever the source returns (DirSource keeps its last good leaf).
-func TestOverrideExpiryIsTheSourcesJob(t *testing.T) {
+// TestExpiredOverrideFallsBackToIssued: an operator certificate is served
+// while valid; when it expires its DirSource drops it (Run) and the next
+// Build issues a leaf from the CA instead of serving an expired one.
+func TestExpiredOverrideFallsBackToIssued(t *testing.T) {
 	f := newFixture(t)
 	const id = "spiffe://unit.test/sidecar/orders"
 	op, err := f.ca.Issue(id, certs.WithTTL(time.Hour))
@@ -539,16 +538,36 @@ func TestOverrideExpiryIsTheSourcesJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := secrets.New(f.ca, f.rot, secrets.WithOverrides(src))
-	f.clk.Advance(2 * time.Hour)
-	if err := src.Reload(); err == nil || !strings.Contains(err.Error(), "expired") {
-		t.Fatalf("Reload of an expired pair = %v, want it rejected as expired", err)
+	if got := decodeTLS(t, buildOne(t, p, workload(id))); !bytes.Equal(got.leaf.Raw, op.Cert.Raw) {
+		t.Fatal("the valid operator certificate is not served")
+	}
+	dropped := make(chan struct{}, 1)
+	src.OnChange(func(_ string, l *certs.Leaf) {
+		if l == nil {
+			dropped <- struct{}{}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() { _ = src.Run(ctx) }()
+	if err := f.clk.WaitForDeadline(ctx, op.NotAfter); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.Set(op.NotAfter)
+	select {
+	case <-dropped:
+	case <-ctx.Done():
+		t.Fatal("the expired operator certificate was not dropped")
 	}
 	got := decodeTLS(t, buildOne(t, p, workload(id)))
-	if !bytes.Equal(got.leaf.Raw, op.Cert.Raw) {
-		t.Fatal("the source still holds the operator certificate but the Provider did not serve it")
+	if bytes.Equal(got.leaf.Raw, op.Cert.Raw) {
+		t.Fatal("an expired operator certificate is still served")
 	}
-	if _, issued := f.rot.Current(id); issued {
-		t.Error("a leaf was issued although the operator's is served")
+	if issued, ok := f.rot.Current(id); !ok || !bytes.Equal(issued.Cert.Raw, got.leaf.Raw) {
+		t.Error("the fallback is not the leaf the Rotator issued and keeps")
+	}
+	if !f.clk.Now().Before(got.leaf.NotAfter) {
+		t.Error("the fallback leaf is expired too")
 	}
 }
 
