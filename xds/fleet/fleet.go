@@ -8,8 +8,9 @@
 // SPIFFE id it returns the leaf stored under "cert/<id>" while that leaf is
 // not due (before its RenewAt, signed by the CA in force) and carries the
 // DNS names asked for (certs.Leaf.Satisfies: a config edit changed them
-// otherwise). When the leaf is due, absent or for other names, the replica that takes the lease "cert-renewer/<id>"
-// re-checks the store, issues from the CA and Puts the leaf; the others wait
+// otherwise). When the leaf is due, absent or for other names, the replica
+// that takes the lease "cert-renewer/<id>" re-checks the store, issues from
+// the CA and Puts the leaf; the others wait
 // (bounded) for that Put, woken by Watch, and read it. Watch (Run) also
 // hands every stored leaf that changes to a callback, which has the Rotator
 // adopt it and push it over SDS, so all replicas switch together. The
