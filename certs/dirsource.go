@@ -169,23 +169,9 @@ func NewDirSource(dir string, roots *x509.CertPool, opts ...SourceOption) *DirSo
 func (d *DirSource) Run(ctx context.Context) error {
 	for {
 		d.dropExpired()
-		var fire <-chan time.Time
-		var timer Timer
-		if next, ok := d.nextExpiry(); ok {
-			timer = d.cfg.clock.NewTimer(next.Sub(d.cfg.clock.Now()))
-			fire = timer.C()
-		}
-		select {
-		case <-ctx.Done():
-			if timer != nil {
-				timer.Stop()
-			}
+		next, ok := d.nextExpiry()
+		if !sleepUntil(ctx, d.cfg.clock, next, ok, d.wake) {
 			return nil
-		case <-d.wake:
-		case <-fire:
-		}
-		if timer != nil {
-			timer.Stop()
 		}
 	}
 }

@@ -257,30 +257,12 @@ func (r *Rotator) Run(ctx context.Context) error {
 		r.mu.Lock()
 		next, ok := r.nextDueLocked()
 		r.mu.Unlock()
-
-		var timer Timer
-		var fire <-chan time.Time
-		if ok {
-			d := next.Sub(r.clock.Now())
-			if d <= 0 {
-				r.renewDue()
-				continue
-			}
-			timer = r.clock.NewTimer(d)
-			fire = timer.C()
-		}
-		select {
-		case <-ctx.Done():
-			if timer != nil {
-				timer.Stop()
-			}
-			return nil
-		case <-r.wake:
-			if timer != nil {
-				timer.Stop()
-			}
-		case <-fire:
+		if ok && !next.After(r.clock.Now()) {
 			r.renewDue()
+			continue
+		}
+		if !sleepUntil(ctx, r.clock, next, ok, r.wake) {
+			return nil
 		}
 	}
 }
