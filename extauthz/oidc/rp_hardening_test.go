@@ -553,12 +553,7 @@ func TestRPPKCE(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var disc map[string]any
-			if tt.methods != nil {
-				disc = map[string]any{"code_challenge_methods_supported": tt.methods}
-			}
-			idp := newRPIdP(t, "a", disc)
-			e := newEnv(t, []oidc.ProviderConfig{idp.provider("a", "/")})
+			idp, e := rpWithMetadata(t, "code_challenge_methods_supported", tt.methods)
 			br := e.browserFor(t)
 			back := br.startLogin("/app/x")
 			ar := idp.AuthRequests()[0]

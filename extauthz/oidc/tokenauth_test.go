@@ -26,13 +26,8 @@ func TestRPTokenEndpointAuth(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var disc map[string]any
-			if tt.methods != nil {
-				disc = map[string]any{"token_endpoint_auth_methods_supported": tt.methods}
-			}
 			// A new IdP per case: a token endpoint oauth2 has not seen.
-			idp := newRPIdP(t, "a", disc)
-			e := newEnv(t, []oidc.ProviderConfig{idp.provider("a", "/")})
+			idp, e := rpWithMetadata(t, "token_endpoint_auth_methods_supported", tt.methods)
 
 			refusedAt := e.browserFor(t)
 			back := refusedAt.startLogin("/app/x")
@@ -60,8 +55,7 @@ func TestRPTokenEndpointAuth(t *testing.T) {
 
 	t.Run("no method a client secret can use", func(t *testing.T) {
 		t.Parallel()
-		idp := newRPIdP(t, "a", map[string]any{"token_endpoint_auth_methods_supported": []string{"private_key_jwt"}})
-		e := newEnv(t, []oidc.ProviderConfig{idp.provider("a", "/")})
+		idp, e := rpWithMetadata(t, "token_endpoint_auth_methods_supported", []string{"private_key_jwt"})
 		b := e.browserFor(t)
 		if r := b.check("GET", "/app/x"); r.status != http.StatusServiceUnavailable {
 			t.Errorf("login start: status %d, want 503 (provider unusable)", r.status)
@@ -70,4 +64,16 @@ func TestRPTokenEndpointAuth(t *testing.T) {
 			t.Error("the browser was sent to an IdP the client cannot authenticate to")
 		}
 	})
+}
+
+// rpWithMetadata starts an rpIdP whose discovery document carries key:
+// value (nothing when value is nil) and a Gatehouse flow using it on "/".
+func rpWithMetadata(t *testing.T, key string, value any) (*rpIdP, *env) {
+	t.Helper()
+	var disc map[string]any
+	if value != nil {
+		disc = map[string]any{key: value}
+	}
+	idp := newRPIdP(t, "a", disc)
+	return idp, newEnv(t, []oidc.ProviderConfig{idp.provider("a", "/")})
 }

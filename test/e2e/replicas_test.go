@@ -199,14 +199,9 @@ authz:
 			}
 		}
 		// The IdP posts a signed logout token to replica 2 only.
-		form := url.Values{"logout_token": {corp.LogoutToken(nil)}}
-		lr, err := http.PostForm("http://"+r2.admin+"/oauth2/backchannel-logout", form)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lr.Body.Close()
-		if lr.StatusCode != http.StatusOK {
-			t.Fatalf("back-channel logout at %s: status %d", r2.name, lr.StatusCode)
+		token := corp.LogoutToken(nil)
+		if status := postLogoutToken(t, r2, token); status != http.StatusOK {
+			t.Fatalf("back-channel logout at %s: status %d", r2.name, status)
 		}
 		for _, r := range fleet {
 			within(t, time.Second, r.name+" denies the session logged out by back channel", func() error {
@@ -219,13 +214,8 @@ authz:
 		// The same token replayed to the other replicas is refused: a
 		// captured logout token cannot end sessions started after it.
 		for _, r := range []*replica{r1, r3} {
-			lr, err := http.PostForm("http://"+r.admin+"/oauth2/backchannel-logout", form)
-			if err != nil {
-				t.Fatal(err)
-			}
-			lr.Body.Close()
-			if lr.StatusCode != http.StatusBadRequest {
-				t.Errorf("logout token replayed to %s: status %d, want 400", r.name, lr.StatusCode)
+			if status := postLogoutToken(t, r, token); status != http.StatusBadRequest {
+				t.Errorf("logout token replayed to %s: status %d, want 400", r.name, status)
 			}
 		}
 	})
@@ -322,6 +312,18 @@ authz:
 			t.Errorf("%s logged something that looks like a JWT", r.name)
 		}
 	}
+}
+
+// postLogoutToken posts a back-channel logout token to r's admin listener,
+// as an IdP does, and returns the status.
+func postLogoutToken(t *testing.T, r *replica, token string) int {
+	t.Helper()
+	resp, err := http.PostForm("http://"+r.admin+"/oauth2/backchannel-logout", url.Values{"logout_token": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // within polls cond until it holds, failing if it does not within d.
