@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"maps"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -107,11 +106,15 @@ func (n *node) set(ctx context.Context, log *slog.Logger, res *nodeResources) er
 			if w.req.GetVersionInfo() == td.version {
 				continue
 			}
-			if !sotwRespond(ctx, w, td) {
+			sent, ok := sotwRespond(ctx, w, td)
+			if !ok {
 				return ctx.Err()
 			}
-			// Answered or refused, the watch is spent.
-			delete(n.sotw[i], w)
+			// An answered watch is spent; one whose names do not exist yet
+			// waits for them.
+			if sent {
+				delete(n.sotw[i], w)
+			}
 		}
 		for w := range n.delta[i] {
 			if w.seen == td {
@@ -142,7 +145,12 @@ func (n *node) watch(log *slog.Logger, req *gcache.Request, sub gcache.Subscript
 	if req.GetVersionInfo() == td.version && !sotwMissing(td, sub) {
 		return n.add(w)
 	}
-	sotwRespond(context.Background(), w, td)
+	if sent, _ := sotwRespond(context.Background(), w, td); !sent {
+		// None of the names it asks for exists yet: "if one of those
+		// resources springs into existence later, the server must send an
+		// update" (xDS protocol).
+		return n.add(w)
+	}
 	return func() {}
 }
 
@@ -179,38 +187,52 @@ func sotwMissing(td *typeData, sub gcache.Subscription) bool {
 	return false
 }
 
-// sotwRespond sends td to w. A request that names resources gets those of
-// them that exist: grpc-go subscribes to listeners one dial target at a
-// time, and go-control-plane's ADS rule of answering only a request that
-// names every resource of the type left such a client waiting for ever.
-// A request naming none that exist is answered when one appears. It
-// returns false only when ctx ended first.
-func sotwRespond(ctx context.Context, w *sotwWatch, td *typeData) bool {
+// sotwRespond sends td to w: every resource to a wildcard subscription
+// (LDS and CDS with no names, or naming "*"), else those of the names it
+// subscribes to that exist. grpc-go subscribes to listeners one dial target
+// at a time, and go-control-plane's ADS rule of answering only a request
+// that names every resource of the type left such a client waiting for
+// ever. A request naming none that exist (or nothing at all: a client no
+// longer interested in the type) is not answered; sent is false and the
+// watch should wait for a change. ok is false only when ctx ended first.
+func sotwRespond(ctx context.Context, w *sotwWatch, td *typeData) (sent, ok bool) {
 	resp := &sotwResponse{req: w.req, td: td, anys: td.anys, returned: td.returned}
-	if names := w.req.GetResourceNames(); len(names) != 0 && !slices.Equal(names, td.names) {
-		resp.anys, resp.returned = nil, make(map[string]string, len(names))
-		for _, name := range td.names { // sorted, so the response is too
-			if slices.Contains(names, name) {
-				resp.anys = append(resp.anys, td.items[name].delta.GetResource())
-				resp.returned[name] = td.version
+	if !w.sub.IsWildcard() {
+		names := w.sub.SubscribedResources()
+		if len(names) != len(td.names) || !hasAll(names, td.names) {
+			resp.anys, resp.returned = nil, make(map[string]string, len(names))
+			for _, name := range td.names { // sorted, so the response is too
+				if _, ok := names[name]; ok {
+					resp.anys = append(resp.anys, td.items[name].delta.GetResource())
+					resp.returned[name] = td.version
+				}
 			}
-		}
-		if len(resp.anys) == 0 {
-			return true
+			if len(resp.anys) == 0 {
+				return false, true
+			}
 		}
 	}
 	// A stream's channel almost always has room: skip the select.
 	select {
 	case w.ch <- resp:
-		return true
+		return true, true
 	default:
 	}
 	select {
 	case w.ch <- resp:
-		return true
+		return true, true
 	case <-ctx.Done():
-		return false
+		return false, false
 	}
+}
+
+func hasAll(set map[string]struct{}, names []string) bool {
+	for _, n := range names {
+		if _, ok := set[n]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // deltaWatch answers req at once if the client lacks something, else opens
