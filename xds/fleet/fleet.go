@@ -305,7 +305,7 @@ func (i *Issuer) wakeWaiters() {
 }
 
 // Run watches the shared leaves until ctx ends, waking waiting Issue calls
-// and calling onChange with every stored leaf that changes (on this
+// and calling onChange with every stored leaf that changes and is usable (see usable) (on this
 // replica's Puts too), one call at a time: give it certs.Rotator.Adopt, so
 // a leaf renewed by another replica is served here as well. It returns at
 // once; the watch runs on the store's goroutine.
@@ -318,14 +318,18 @@ func (i *Issuer) Run(ctx context.Context, onChange func(spiffeID string, leaf *c
 		}
 		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		leaf, _, found, err := i.load(gctx, id)
+		leaf, issuedAt, found, err := i.load(gctx, id)
 		if err != nil {
 			if !errors.Is(err, context.Canceled) {
 				i.log.Warn("reading a changed shared leaf failed", "spiffe_id", id, "err", err)
 			}
 			return
 		}
-		if found {
+		// Only a leaf Issue would serve is handed on: not one that is due
+		// (a resync after a partition replays the stale leaf) nor one from
+		// a rotated-out CA (a replica still on the old CA re-issued from
+		// it), either of which would flip this replica back.
+		if found && i.usable(leaf, issuedAt) {
 			onChange(id, leaf)
 		}
 	})

@@ -397,7 +397,6 @@ func (r rotatedCA) Issue(spiffeID string, opts ...certs.IssueOption) (*certs.Lea
 // refuses such a leaf as due, and what it adopts from the watch must obey
 // the same rule.
 func TestRotatedReplicaDoesNotAdoptOldCALeaf(t *testing.T) {
-	t.Skip("BUG: Run hands every stored leaf to onChange without the usable check; a replica on the new CA adopts (and pushes) a leaf its laggard peer issued from the rotated-out CA")
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -546,7 +545,6 @@ func (f *fixture) pause(t *testing.T, d time.Duration) {
 // not replace the fresh local ones (each replica's own Issue would refuse
 // it as due).
 func TestDueLeafNotReadoptedAfterPartition(t *testing.T) {
-	t.Skip("BUG: after a partition the watch resync hands the stale, due stored leaf to Rotator.Adopt; replicas go back from their fresh leaves to it and push it")
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
