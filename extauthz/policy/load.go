@@ -118,13 +118,17 @@ func readDir(dir string, withTests bool, base map[string]any) (*policySet, []err
 	var files []file
 	var errs []error
 	total := 0
-	walkErr := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	// The trailing separator makes WalkDir descend into dir when dir is a
+	// symlink to a directory (a release directory switched by a link):
+	// walked as is, it would be one non-directory entry and load nothing.
+	root := dir + string(filepath.Separator)
+	walkErr := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			return nil
 		}
 		name := d.Name()
-		if path != dir && strings.HasPrefix(name, ".") {
+		if path != root && strings.HasPrefix(name, ".") {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}

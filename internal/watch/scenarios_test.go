@@ -270,7 +270,6 @@ func TestScenarios(t *testing.T) {
 	}, {
 		name:   "file: parent directory removed and recreated at once",
 		change: replace(parent, false),
-		bug:    "sync keeps a directory in w.watched after fsnotify dropped its watch (deleted and recreated within one debounce): later edits are never reported",
 	}, {
 		name:   "file: in a ConfigMap volume, ..data swapped repeatedly",
 		setup:  func(t *testing.T, s *scene) { s.configMap(t, "v0") },
@@ -304,7 +303,6 @@ func TestScenarios(t *testing.T) {
 		name:   "dir: removed and recreated at once (rm -rf; cp -r)",
 		dir:    true,
 		change: replace(parent, false),
-		bug:    "sync keeps a directory in w.watched after fsnotify dropped its watch (deleted and recreated within one debounce): later edits are never reported",
 	}, {
 		name: "dir: a new tree renamed into place (mv old away; mv new in)",
 		dir:  true,
@@ -316,12 +314,10 @@ func TestScenarios(t *testing.T) {
 			must(t, os.Rename(next, s.dir))
 			return "v1"
 		},
-		bug: "sync keeps a directory in w.watched after fsnotify dropped its watch on IN_MOVE_SELF (renamed away and replaced within one debounce): later edits are never reported",
 	}, {
 		name: "dir: subdirectory removed and recreated at once",
 		dir:  true, sub: true,
 		change: replace(sub, false),
-		bug:    "sync keeps a subdirectory in w.watched after fsnotify dropped its watch (deleted and recreated within one debounce): later edits in it are never reported",
 	}, {
 		name: "dir: the watched path is a symlink to a directory",
 		dir:  true,
@@ -333,7 +329,6 @@ func TestScenarios(t *testing.T) {
 			must(t, os.Symlink(real, s.dir))
 		},
 		change: writeV1,
-		bug:    "a directory target that is a symlink is not descended (filepath.WalkDir does not follow a symlinked root): edits inside it are never reported",
 	}, {
 		name:   "dir: a ConfigMap volume, ..data swapped repeatedly",
 		dir:    true,

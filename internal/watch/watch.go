@@ -103,6 +103,12 @@ func (w *Watcher) Run(ctx context.Context, onChange func(context.Context)) error
 			if !ok {
 				return errors.New("watch: event channel closed")
 			}
+			if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+				// The kernel drops a watch with its directory; forget it
+				// so a directory of that name created before the next sync
+				// is watched again.
+				w.forget(filepath.Clean(ev.Name))
+			}
 			if w.relevant(ev.Name) {
 				timer.Reset(w.debounce)
 			}
@@ -153,17 +159,20 @@ func (w *Watcher) sync() {
 		if !t.isDir {
 			continue
 		}
-		_ = filepath.WalkDir(t.path, func(p string, d fs.DirEntry, err error) error {
+		// The trailing separator makes a target that is itself a symlink
+		// to a directory walked (and watched: inotify follows it) too.
+		_ = filepath.WalkDir(t.path+string(filepath.Separator), func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return nil // vanished mid-walk: the next event resyncs
 			}
 			if len(want) >= maxWatchedDirs {
 				return fs.SkipAll
 			}
-			// Symlinks are not followed: in a ConfigMap volume "..data"
-			// points at a timestamped directory that is itself in the tree.
+			// Symlinks below the target are not followed: in a ConfigMap
+			// volume "..data" points at a timestamped directory that is
+			// itself in the tree.
 			if d.IsDir() {
-				want[p] = true
+				want[filepath.Clean(p)] = true
 			}
 			return nil
 		})
@@ -182,6 +191,17 @@ func (w *Watcher) sync() {
 		if !want[dir] {
 			_ = w.fsw.Remove(dir) // may already be gone with the directory
 			delete(w.watched, dir)
+		}
+	}
+}
+
+// forget drops the registration of dir and every directory under it (a
+// removed or renamed tree), so sync adds them again if they reappear.
+func (w *Watcher) forget(dir string) {
+	for d := range w.watched {
+		if d == dir || isWithin(dir, d) {
+			_ = w.fsw.Remove(d) // usually gone with the directory already
+			delete(w.watched, d)
 		}
 	}
 }
