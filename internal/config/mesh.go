@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -266,10 +267,19 @@ func (m *Mesh) Validate(p *Problems) {
 		}
 		nodes[name] = at
 	}
+	certOf := map[string]int{} // tls.cert → first edge using it
 	for i := range m.Edges {
 		at := fmt.Sprintf("mesh.edges[%d]", i)
-		m.validateEdge(p, at, &m.Edges[i], services)
-		addNode(at, m.Edges[i].Name)
+		e := &m.Edges[i]
+		m.validateEdge(p, at, e, services)
+		addNode(at, e.Name)
+		// One certificate is one secret: edges sharing it must agree on
+		// its names, or the last edge's would silently win for all.
+		if j, shared := certOf[e.TLS.Cert]; !shared {
+			certOf[e.TLS.Cert] = i
+		} else if first := m.Edges[j].TLS.DNSNames; !sameNames(first, e.TLS.DNSNames) {
+			p.Addf(at+".tls.dns_names", "certificate %q is also used by mesh.edges[%d] with dns_names %v: edges sharing a certificate must list the same names", e.TLS.Cert, j, first)
+		}
 	}
 	for i := range m.Sidecars {
 		at := fmt.Sprintf("mesh.sidecars[%d]", i)
@@ -292,6 +302,11 @@ func (m *Mesh) Validate(p *Problems) {
 			p.Addf(fmt.Sprintf("mesh.services[%d].mtls", i), "service %q is reached over mTLS but no sidecar serves it (add one under mesh.sidecars)", s.Name)
 		}
 	}
+}
+
+// sameNames reports whether a and b hold the same names, in any order.
+func sameNames(a, b []string) bool {
+	return slices.Equal(slices.Compact(slices.Sorted(slices.Values(a))), slices.Compact(slices.Sorted(slices.Values(b))))
 }
 
 func (m *Mesh) validateAuthz(p *Problems) {

@@ -297,20 +297,20 @@ func TestRejectedConfigLeavesCertificatesAlone(t *testing.T) {
 // dns_names: either the config is refused or each edge's names are in the
 // certificate it serves; never is one edge's dns_names silently dropped.
 func TestEdgesSharingACertKeepTheirNames(t *testing.T) {
-	t.Skip("BUG: two edges with the same tls.cert and different dns_names: the last edge's names win, the first edge serves a certificate without its own names")
+	// Different names for one certificate: refused where they are written.
+	src := strings.Replace(twoEdgesSource("b.unit.test"), "%s", "10.0.0.1:80", 1)
+	if _, err := config.Parse[config.Config]("test.yaml", []byte(src)); err == nil ||
+		!strings.Contains(err.Error(), "mesh.edges[1].tls.dns_names") || !strings.Contains(err.Error(), `certificate "shop" is also used by mesh.edges[0]`) {
+		t.Fatalf("conflicting dns_names for one certificate: err = %v", err)
+	}
+	// The same names: one certificate serves both edges.
 	r, _, rot := newReconciler(t)
-	err := r.Apply(context.Background(), twoEdges(t, "b.unit.test"))
-	if err != nil {
-		return // refusing the conflict is fine
+	if err := r.Apply(context.Background(), twoEdges(t, "shop.unit.test")); err != nil {
+		t.Fatal(err)
 	}
 	leaf, ok := rot.Current(secrets.EdgeSPIFFEID("unit.test", "shop"))
-	if !ok {
-		t.Fatal("no certificate for the shared tls.cert")
-	}
-	for _, name := range []string{"shop.unit.test", "b.unit.test"} {
-		if !slices.Contains(leaf.Cert.DNSNames, name) {
-			t.Errorf("edges serve a certificate for %v, without %s", leaf.Cert.DNSNames, name)
-		}
+	if !ok || !slices.Equal(leaf.Cert.DNSNames, []string{"shop.unit.test"}) {
+		t.Fatalf("shared certificate: held %v", ok)
 	}
 }
 
@@ -393,7 +393,13 @@ func TestRemovedNodeIsCleared(t *testing.T) {
 // dnsB are edge-b's names (edge-a's are shop.unit.test).
 func twoEdges(t *testing.T, dnsB string) *config.Config {
 	t.Helper()
-	src := strings.Replace(strings.Replace(base, "%s", "10.0.0.1:80", 1),
+	return parseSource(t, strings.Replace(twoEdgesSource(dnsB), "%s", "10.0.0.1:80", 1))
+}
+
+// twoEdgesSource is base with a second edge sharing the first one's
+// certificate "shop", for dnsB.
+func twoEdgesSource(dnsB string) string {
+	src := strings.Replace(base,
 		"      tls: {dns_names: [shop.unit.test]}\n",
 		"      tls: {cert: shop, dns_names: [shop.unit.test]}\n", 1) +
 		"  # second edge\n"
@@ -404,7 +410,7 @@ func twoEdges(t *testing.T, dnsB string) *config.Config {
         - {path_prefix: /, service: web}
   sidecars:
 `, 1)
-	return parseSource(t, src)
+	return src
 }
 
 // renamedSidecar is the base config with the orders service (and so its
