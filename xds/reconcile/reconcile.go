@@ -164,12 +164,10 @@ func (r *Reconciler) prepare(cfg *config.Config) (*translate.Result, map[string]
 	}
 	r.memo.Next()
 	enc := newEncoder(r.encoded)
-	built := r.buildSecrets(res)
 	sets := make(map[string]map[resource.Type][]*cache.Encoded, len(res.Nodes))
 	var errs []error
 	for _, id := range sortedNodes(res) {
-		nr := res.Nodes[id]
-		set, cn, encErr := enc.node(nr)
+		set, cn, encErr := enc.node(res.Nodes[id])
 		if err := r.memo.Validate(cn, cn.SecretNames...); err != nil {
 			errs = append(errs, err)
 			continue
@@ -178,13 +176,21 @@ func (r *Reconciler) prepare(cfg *config.Config) (*translate.Result, map[string]
 			errs = append(errs, fmt.Errorf("node %s: %w", id, encErr))
 			continue
 		}
-		secretRes, err := enc.secrets(nr, built)
+		sets[id] = set
+	}
+	if len(errs) > 0 {
+		return nil, nil, nil, errors.Join(errs...)
+	}
+	// Secrets last: building them issues leaves (and re-issues those whose
+	// names changed), which a config refused above must not do.
+	built := r.buildSecrets(res)
+	for _, id := range sortedNodes(res) {
+		secretRes, err := enc.secrets(res.Nodes[id], built)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("node %s: %w", id, err))
 			continue
 		}
-		set[resource.SecretType] = secretRes
-		sets[id] = set
+		sets[id][resource.SecretType] = secretRes
 	}
 	if len(errs) > 0 {
 		return nil, nil, nil, errors.Join(errs...)

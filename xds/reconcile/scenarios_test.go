@@ -258,7 +258,6 @@ func TestRejectedByValidationPushesNothing(t *testing.T) {
 // the certificates the Rotator keeps and renews (an identity only that
 // config named, an edge's DNS names).
 func TestRejectedConfigLeavesCertificatesAlone(t *testing.T) {
-	t.Skip("BUG: Apply builds (issues) every secret before validating; a rejected config leaves its identities in the Rotator (never released) and re-issues edge leaves for its DNS names")
 	r, c, rot := boundedReconciler(t, 4)
 	ctx := context.Background()
 	if err := r.Apply(ctx, parse(t, "10.0.0.1:80")); err != nil {
