@@ -150,17 +150,51 @@ func (c *Cache) StreamOpened(nodeID string) {
 	c.withStatus(nodeID, func(st *nodeStatus) { st.streams++ })
 }
 
-// StreamClosed undoes StreamOpened.
+// StreamClosed undoes StreamOpened. When the node's last stream closes and
+// the node has no resources (an id that is not, or no longer, in the
+// config), the node and its status are forgotten: ids that churn through
+// the server (pod names) must not accumulate.
 func (c *Cache) StreamClosed(nodeID string) {
 	c.statusMu.RLock()
-	defer c.statusMu.RUnlock()
+	last := false
 	if st := c.status[nodeID]; st != nil {
 		st.mu.Lock()
 		if st.streams > 0 {
 			st.streams--
 		}
+		last = st.streams == 0
 		st.mu.Unlock()
 	}
+	c.statusMu.RUnlock()
+	if last && c.resources(nodeID) == nil {
+		c.forgetIdle(nodeID)
+	}
+}
+
+// forgetIdle drops a node that has neither resources nor streams. setMu
+// keeps a SetResources for it from installing into an entry being
+// dropped; both checks are repeated under the locks.
+func (c *Cache) forgetIdle(nodeID string) {
+	c.setMu.Lock()
+	defer c.setMu.Unlock()
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	if st := c.status[nodeID]; st != nil {
+		st.mu.Lock()
+		streams := st.streams
+		st.mu.Unlock()
+		if streams > 0 {
+			return
+		}
+	}
+	c.mu.Lock()
+	if n := c.nodes[nodeID]; n != nil && n.res.Load() != nil {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.nodes, nodeID)
+	c.mu.Unlock()
+	delete(c.status, nodeID)
 }
 
 // RecordSent notes a push and returns it with Serials filled in.
