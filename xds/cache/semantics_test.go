@@ -1356,7 +1356,6 @@ func TestSemanticsTypesOutsideSnapshot(t *testing.T) {
 // PushedSecrets tells the server which secrets a SotW response carried:
 // for a request naming some secrets, only those.
 func TestSemanticsPushedSecretsOfNamedSubset(t *testing.T) {
-	t.Skip("BUG: sotwResponse.GetContext (watch.go) returns the type's context, whose PushedSecrets lists every secret of the node even when the response carried only the named subset")
 	c := cache.New(nil)
 	cs := certs(t, 0x41)
 	mustSet(t, c, node, cachetest.Set(cs, "10.0.0.1:1"))

@@ -366,7 +366,22 @@ func (r *sotwResponse) GetDiscoveryResponse() (*discovery.DiscoveryResponse, err
 func (r *sotwResponse) GetRequest() *discovery.DiscoveryRequest { return r.req }
 func (r *sotwResponse) GetVersion() (string, error)             { return r.td.version, nil }
 func (r *sotwResponse) GetResponseVersion() string              { return r.td.version }
-func (r *sotwResponse) GetContext() context.Context             { return r.td.ctx }
+
+// GetContext is the type's context; for a response that carries only the
+// named subset of the secrets, one whose PushedSecrets lists just those.
+func (r *sotwResponse) GetContext() context.Context {
+	hashes, ok := PushedSecrets(r.td.ctx)
+	if !ok || len(r.returned) == len(r.td.names) {
+		return r.td.ctx
+	}
+	sub := make(map[string]string, len(r.returned))
+	for name := range r.returned {
+		if h, ok := hashes[name]; ok {
+			sub[name] = h
+		}
+	}
+	return context.WithValue(r.td.ctx, pushedSecretsKey{}, sub)
+}
 
 // GetReturnedResources is the client's state after this response; a copy,
 // since the server's subscription edits it in place.
