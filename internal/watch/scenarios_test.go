@@ -285,7 +285,6 @@ func TestScenarios(t *testing.T) {
 			must(t, os.Symlink(real, s.probe))
 		},
 		change: writeV1,
-		bug:    "a file target that is a symlink out of its directory: only the link's directory is watched, so edits to the file it points at are never reported",
 	}, {
 		name:   "dir: file written in place",
 		dir:    true,

@@ -44,6 +44,10 @@ type Watcher struct {
 type target struct {
 	path  string // cleaned absolute path
 	isDir bool   // a directory tree is watched recursively
+	// resolved is where a file target that is a symlink points, as of the
+	// last sync ("" otherwise): its directory is watched too, so an edit
+	// of the file behind the link is seen.
+	resolved string
 }
 
 // Option configures a Watcher.
@@ -140,6 +144,8 @@ func (w *Watcher) relevant(name string) bool {
 			return true
 		case filepath.Dir(name) == filepath.Dir(t.path) && strings.HasPrefix(filepath.Base(name), ".."):
 			return true
+		case t.resolved != "" && name == t.resolved:
+			return true
 		}
 	}
 	return false
@@ -151,12 +157,20 @@ func (w *Watcher) relevant(name string) bool {
 // dropped by fsnotify itself.
 func (w *Watcher) sync() {
 	want := map[string]bool{}
-	for _, t := range w.targets {
+	for i := range w.targets {
+		t := &w.targets[i]
 		// The parent is always watched so a deleted and recreated target is seen.
 		if dir := existingAncestor(filepath.Dir(t.path)); dir != "" {
 			want[dir] = true
 		}
 		if !t.isDir {
+			t.resolved = ""
+			if fi, err := os.Lstat(t.path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+				if r, err := filepath.EvalSymlinks(t.path); err == nil && filepath.Dir(r) != filepath.Dir(t.path) {
+					t.resolved = r
+					want[filepath.Dir(r)] = true
+				}
+			}
 			continue
 		}
 		// The trailing separator makes a target that is itself a symlink
