@@ -210,6 +210,19 @@ func (r *Rotator) SetIssuer(iss LeafIssuer) {
 	r.RenewAll()
 }
 
+// Renew has Run re-issue the held leaves of ids promptly (ids not kept
+// are ignored); subscribers hear of each new leaf as usual.
+func (r *Rotator) Renew(ids ...string) {
+	r.mu.Lock()
+	for _, id := range ids {
+		if e, ok := r.entries[id]; ok {
+			e.force = true
+		}
+	}
+	r.mu.Unlock()
+	r.poke()
+}
+
 // RenewAll has Run re-issue every held leaf promptly, as when an operator
 // forces a rotation; subscribers hear of each new leaf as usual.
 func (r *Rotator) RenewAll() {

@@ -60,6 +60,7 @@ func buildXDS(p *process) (*xdsserver.Server, error) {
 		// replaces ours and is pushed like a local renewal, so every
 		// replica serves the same secret versions.
 		fl.Run(ctx, func(id string, leaf *certs.Leaf) { rot.Adopt(id, leaf) })
+		g.Go(func() error { fl.Reshare(ctx, reshareInterval, rot.Renew); return nil })
 	}
 	c := cache.New(log)
 	secretOpts := []secrets.Option{secrets.WithLogger(log)}
@@ -264,6 +265,10 @@ func peerIsNode(rec *reconcile.Reconciler) xdsserver.NodeAuthorizer {
 // one file, and a half-written one fails validation and is retried on the
 // next event anyway, so waiting longer only delays every proxy's update.
 const configDebounce = 40 * time.Millisecond
+
+// reshareInterval is how often a replica that issued leaves for itself
+// while Redis was unreachable checks whether Redis is back to re-share them.
+const reshareInterval = 5 * time.Second
 
 // certExpiry exports when each held certificate, and the CA, expires, read
 // at scrape time so it is never stale.

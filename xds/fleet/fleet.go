@@ -32,7 +32,8 @@
 //
 // When the store cannot be reached the Issuer issues locally and says so:
 // proxies keep getting certificates, at the price of replicas serving
-// different leaves until the store is back.
+// different leaves until the store is back, when Reshare has them
+// re-issued for the fleet.
 package fleet
 
 import (
@@ -42,6 +43,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,9 +87,13 @@ type Store interface {
 
 // Issuer issues each leaf once for the whole fleet; see the package doc.
 type Issuer struct {
-	st       Store
-	ca       CA
-	log      *slog.Logger
+	st  Store
+	ca  CA
+	log *slog.Logger
+	// localMu guards local: the identities whose leaf this replica issued
+	// for itself alone while the store was unreachable (see Reshare).
+	localMu  sync.Mutex
+	local    map[string]struct{}
 	clock    certs.Clock
 	leaseTTL time.Duration
 	wait     time.Duration
@@ -232,7 +239,49 @@ func (i *Issuer) issueLocally(id string, cause error, opts []certs.IssueOption) 
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
 	i.log.Warn("shared store unreachable: issued a leaf for this replica only", "leaf", leaf, "err", cause)
+	i.localMu.Lock()
+	if i.local == nil {
+		i.local = map[string]struct{}{}
+	}
+	i.local[id] = struct{}{}
+	i.localMu.Unlock()
 	return leaf, nil
+}
+
+// Reshare checks every interval whether the store answers again after this
+// replica issued leaves for itself alone, and then has renew (the Rotator's
+// Renew) re-issue those identities through the store: the replicas
+// converge on one leaf at once instead of serving their own until the next
+// renewal. It returns when ctx ends.
+func (i *Issuer) Reshare(ctx context.Context, every time.Duration, renew func(ids ...string)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		i.localMu.Lock()
+		ids := slices.Sorted(maps.Keys(i.local))
+		i.localMu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, _, err := i.st.Get(gctx, KeyPrefix+ids[0])
+		cancel()
+		if err != nil {
+			continue // still unreachable
+		}
+		i.localMu.Lock()
+		for _, id := range ids {
+			delete(i.local, id)
+		}
+		i.localMu.Unlock()
+		i.log.Info("shared store reachable again: re-issuing locally issued leaves for the fleet", "identities", len(ids))
+		renew(ids...)
+	}
 }
 
 // usable reports whether a stored leaf may be served rather than renewed:
