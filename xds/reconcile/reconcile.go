@@ -60,6 +60,9 @@ type Reconciler struct {
 	// hash (secrets also by serial label), so an unchanged resource of the
 	// next change becomes the same object.
 	encoded map[string]*cache.Encoded
+	// rotationFailed: status.LastError is a failed certificate push, which
+	// a later full push (Rotated("")) clears as a successful Apply does.
+	rotationFailed bool
 }
 
 // Status is the outcome of the last attempts, for /debug and readiness.
@@ -151,7 +154,7 @@ func (r *Reconciler) Apply(ctx context.Context, cfg *config.Config) error {
 	r.status.AppliedAt = r.now()
 	r.status.Nodes = sortedNodes(res)
 	r.status.Secrets = len(res.Secrets)
-	r.status.LastError = ""
+	r.status.LastError, r.rotationFailed = "", false
 	r.log.InfoContext(ctx, "mesh config applied", "nodes", len(res.Nodes), "secrets", len(res.Secrets))
 	return nil
 }
@@ -363,8 +366,14 @@ func (r *Reconciler) Rotated(ctx context.Context, spiffeID string) error {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		r.failLocked(err)
+		r.status.LastError, r.status.LastErrorAt = err.Error(), r.now()
+		r.rotationFailed = true
+		r.log.ErrorContext(ctx, "pushing certificates failed; proxies keep the ones they have", "identity", spiffeID, "err", err)
 		return err
+	}
+	if r.rotationFailed && spiffeID == "" {
+		// Every secret was rebuilt and pushed: the failure is behind us.
+		r.status.LastError, r.rotationFailed = "", false
 	}
 	r.log.InfoContext(ctx, "certificates pushed", "identity", spiffeID)
 	return nil

@@ -215,6 +215,17 @@ func TestRotatedFailureIsReported(t *testing.T) {
 	if c.Version("orders", resource.SecretType) == versions["orders "+resource.SecretType] {
 		t.Error("the re-issued leaf was not pushed")
 	}
+	// One identity's push proves nothing about the others; a full push
+	// (every secret rebuilt) clears the reported failure.
+	if st := r.Status(); st.LastError == "" {
+		t.Error("a push of one identity cleared the failure of the earlier push")
+	}
+	if err := r.Rotated(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Status(); st.LastError != "" {
+		t.Errorf("after every secret was pushed again, LastError = %q", st.LastError)
+	}
 }
 
 // rejectedByValidation is cfg changed so that it translates but one of
