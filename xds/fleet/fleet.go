@@ -223,6 +223,15 @@ func (i *Issuer) issueHolding(ctx context.Context, lease store.Lease, id string,
 	}
 	sealed := i.sealer.Load().Seal(KeyPrefix+id, val)
 	ttl := leaf.NotAfter.Sub(now)
+	// Fence: a holder that took longer than its lease may find another
+	// replica issued meanwhile; it takes that leaf rather than overwrite it
+	// (which would make every replica adopt and push a second new leaf).
+	if err := lease.Renew(ctx); errors.Is(err, store.ErrLeaseLost) {
+		if stored, issuedAt, ok, lerr := i.load(ctx, id); lerr == nil && ok && i.usable(stored, issuedAt) && stored.Satisfies(opts...) {
+			i.log.Info("lease lost while issuing; serving the leaf another replica stored", "spiffe_id", id)
+			return stored, nil
+		}
+	}
 	if err := i.st.Put(ctx, KeyPrefix+id, sealed, ttl); err != nil {
 		// Serve it anyway: the others issue their own after their wait.
 		i.log.Warn("issued a leaf but could not share it; replicas may serve different leaves", "leaf", leaf, "err", err)

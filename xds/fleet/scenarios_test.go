@@ -490,7 +490,8 @@ func TestStuckHolderPastLeaseTTL(t *testing.T) {
 	go func() { _, err := stuck.rot.Get(id, certs.WithTTL(time.Hour)); done <- err }()
 	<-g.entered
 	start := time.Now()
-	if _, err := other.rot.Get(id, certs.WithTTL(time.Hour)); err != nil {
+	taken, err := other.rot.Get(id, certs.WithTTL(time.Hour))
+	if err != nil {
 		t.Fatalf("after the holder's lease expired: %v", err)
 	}
 	if took := time.Since(start); took > 5*time.Second {
@@ -502,6 +503,12 @@ func TestStuckHolderPastLeaseTTL(t *testing.T) {
 	}
 	if !eventually(10*time.Second, func() bool { return stuck.serial(t) == other.serial(t) }) {
 		t.Errorf("replicas serve %s and %s after the stuck holder finished", stuck.serial(t), other.serial(t))
+	}
+	// Fenced: the late holder takes the leaf stored meanwhile instead of
+	// overwriting it, so the replica that took over keeps serving its own.
+	time.Sleep(300 * time.Millisecond) // a late Put would reach other's watch by now
+	if got := other.serial(t); got != taken.Serial {
+		t.Errorf("the stuck holder's late leaf replaced the one stored meanwhile: %s, was %s", got, taken.Serial)
 	}
 }
 
