@@ -285,7 +285,9 @@ func (e *Engine) EvaluateRequest(ctx context.Context, req *authv3.CheckRequest, 
 			e.keys.Put(kb)
 		}()
 		var ok bool
-		if key, ok = appendKey((*kb)[:0], req, id, r, &cfg); !ok {
+		if key, ok = appendKey((*kb)[:0], req, id, r, &cfg); !ok || decodable(req, &cfg) != nil {
+			// A request whose input would not build is denied below,
+			// whatever a request with the same key was answered.
 			key = nil
 		} else if ctx.Err() == nil {
 			// An expired request is never answered, not even from the cache.

@@ -267,6 +267,24 @@ func jsonValue(v any, r *reads) (ast.Value, error) {
 	}
 }
 
+// decodable runs the checks buildInput makes whatever the policy reads (a
+// path, query or body that does not decode is a deny) without building
+// anything, for requests answered from the decision cache: the cache key
+// holds only what the policy reads, so it cannot tell a malformed request
+// from a good one.
+func decodable(req *authv3.CheckRequest, cfg *inputConfig) error {
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	if _, _, err := parsePathAndQuery(httpReq.GetPath(), nil, nil); err != nil {
+		return err
+	}
+	if !cfg.skipBodyParse {
+		if _, _, err := parseBody(httpReq.GetHeaders(), httpReq.GetBody(), httpReq.GetRawBody(), cfg.maxBodyBytes, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // parsePathAndQuery mirrors opa-envoy-plugin: the whole path part is
 // percent-decoded first (so "%2F" becomes a separator and "%2e%2e" a ".."
 // segment, which policies must reject), then split on "/". Both parts are

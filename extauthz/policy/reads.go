@@ -207,10 +207,17 @@ func deterministic(c *ast.Compiler) (bool, string) {
 			return why != ""
 		})
 		ast.WalkTerms(m, func(t *ast.Term) bool {
-			if call, ok := t.Value.(ast.Call); ok && len(call) > 0 {
-				if op, ok := call[0].Value.(ast.Ref); ok {
-					check(op)
+			switch v := t.Value.(type) {
+			case ast.Call:
+				if len(v) > 0 {
+					if op, ok := v[0].Value.(ast.Ref); ok {
+						check(op)
+					}
 				}
+			case ast.Ref:
+				// A builtin named without a call: the replacement in a
+				// `with f as uuid.rfc4122` mock is called all the same.
+				check(v)
 			}
 			return why != ""
 		})
