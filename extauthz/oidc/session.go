@@ -130,10 +130,12 @@ func (f *Flow) Authenticate(ctx context.Context, r *Request) Result {
 	jar := parseCookies(r.header("cookie"))
 	name := f.sessionCookieName(p)
 	raw, ok := jar.readChunked(name, f.cfg.MaxCookieChunks)
-	if !ok {
-		return Result{}
-	}
 	drop := jar.clearChunked(name, f.cfg.MaxCookieChunks, nil)
+	if !ok {
+		// No session, but chunks left behind (the first one gone) would
+		// ride along with every request: expire them.
+		return Result{SetCookie: drop}
+	}
 	end := func(reason string, err error) Result {
 		attrs := []any{"provider", p.cfg.Name, "reason", reason}
 		if err != nil {

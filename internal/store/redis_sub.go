@@ -77,7 +77,17 @@ func (s *redisStore) session(ctx context.Context) (bool, error) {
 	s.resyncWatchers(ctx)
 
 	pingSent := false
+	lastEpoch := time.Now()
 	for {
+		// A Redis flushed (or replaced) without dropping this connection
+		// loses the revocations too: check the epoch every heartbeat and
+		// reconnect when it changed, so sync writes ours back.
+		if time.Since(lastEpoch) >= s.o.heartbeat {
+			lastEpoch = time.Now()
+			if err := s.epochUnchanged(ctx); err != nil {
+				return true, err
+			}
+		}
 		msg, err := ps.ReceiveTimeout(ctx, s.o.heartbeat)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -172,6 +182,21 @@ func (s *redisStore) checkEpoch(ctx context.Context) (bool, error) {
 	reset := s.epoch != "" && ep != s.epoch
 	s.epoch = ep
 	return reset, nil
+}
+
+// epochUnchanged reports an error when Redis no longer holds the epoch
+// this connection synced with (its data was lost), or cannot be asked.
+func (s *redisStore) epochUnchanged(ctx context.Context) error {
+	octx, cancel := s.opCtx(ctx)
+	defer cancel()
+	ep, err := s.client.Get(octx, s.epochKey).Result()
+	switch {
+	case errors.Is(err, redis.Nil) || err == nil && ep != s.epoch:
+		return errors.New("redis lost its data (epoch changed)")
+	case err != nil:
+		return fmt.Errorf("epoch: %w", err)
+	}
+	return nil
 }
 
 // flushPending writes revocations queued while Redis was unreachable.
