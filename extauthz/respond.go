@@ -127,8 +127,8 @@ func (s *Server) allow(req *authv3.CheckRequest, id *identity.Identity, d *polic
 		set.vals[slotSubject] = id.Subject
 		set.vals[slotIssuer] = id.Issuer
 		set.vals[slotKind] = string(id.Kind)
-		set.vals[slotRoles] = strings.Join(id.Roles, ",")
-		set.vals[slotGroups] = strings.Join(id.Groups, ",")
+		set.vals[slotRoles] = listHeader(id.Roles)
+		set.vals[slotGroups] = listHeader(id.Groups)
 		set.vals[slotEmail] = id.Email
 		set.vals[slotSPIFFEID] = id.SPIFFEID
 		set.vals[slotVerifiedBy] = string(id.Method)
@@ -241,7 +241,7 @@ func (s *Server) propagate(h hop, id *identity.Identity, obo *assertion.Assertio
 		out.upstream = upstream{
 			assertion:         obo.Token,
 			onBehalfOfSubject: obo.Identity.Subject,
-			onBehalfOfRoles:   strings.Join(obo.Identity.Roles, ","),
+			onBehalfOfRoles:   listHeader(obo.Identity.Roles),
 		}
 	case !h.sidecar && s.minter != nil && h.service != "" && id != nil && id.Subject != "":
 		tok, err := s.minter.Mint(assertion.Statement{Identity: id, Service: h.service, DecisionID: d.ID, PolicyRevision: d.Revision})
@@ -552,4 +552,34 @@ func policySets(d *policy.Decision, name string) bool {
 		}
 	}
 	return false
+}
+
+// listEscaper keeps a list header unambiguous: names are joined with ","
+// (as HTTP joins repeated headers), so a "," inside a name (an LDAP DN
+// group) is sent as %2C and "%" as %25. Without it ["eng,admin"] and
+// ["eng", "admin"] would give the same header, and an upstream splitting
+// it would see a role nobody was given.
+var listEscaper = strings.NewReplacer("%", "%25", ",", "%2C")
+
+// listHeader joins names for an x-gatehouse-* list header.
+func listHeader(names []string) string {
+	switch len(names) {
+	case 0:
+		return ""
+	case 1:
+		if !strings.ContainsAny(names[0], "%,") {
+			return names[0]
+		}
+	}
+	var b strings.Builder
+	for i, n := range names {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if strings.ContainsAny(n, "%,") {
+			n = listEscaper.Replace(n)
+		}
+		b.WriteString(n)
+	}
+	return b.String()
 }
