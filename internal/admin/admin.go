@@ -25,16 +25,22 @@ type ReadyFunc func() error
 
 // Server is the admin HTTP server.
 type Server struct {
-	mux    *http.ServeMux
-	mu     sync.Mutex
-	checks map[string]ReadyFunc
-	infos  map[string]ReadyFunc
-	log    *slog.Logger
+	mux *http.ServeMux
+	// handler is mux behind cross-origin protection: a browser page on the
+	// operator's machine must not drive mutating endpoints (POST
+	// /debug/rotate) on a loopback admin port. IdPs and scripts posting
+	// server to server send no Origin or Sec-Fetch-Site and pass.
+	handler http.Handler
+	mu      sync.Mutex
+	checks  map[string]ReadyFunc
+	infos   map[string]ReadyFunc
+	log     *slog.Logger
 }
 
 // New returns a Server exposing /healthz, /readyz and /metrics from reg.
 func New(reg *prometheus.Registry, log *slog.Logger) *Server {
 	s := &Server{mux: http.NewServeMux(), checks: map[string]ReadyFunc{}, infos: map[string]ReadyFunc{}, log: log}
+	s.handler = http.NewCrossOriginProtection().Handler(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -103,7 +109,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 
 // Serve answers on lis until ctx is done.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -279,7 +279,7 @@ func (c *Config) Defaults() {
 // ResolvePaths makes every relative file path in c relative to baseDir,
 // the directory of the config file.
 func (c *Config) ResolvePaths(baseDir string) {
-	for _, p := range []*string{&c.Authz.Policies.Dir, &c.Authz.JWT.TrustStore, &c.Mesh.CertDir} {
+	for _, p := range []*string{&c.Authz.Policies.Dir, &c.Authz.JWT.TrustStore, &c.Mesh.CertDir, &c.Authz.Assertion.KeysDir} {
 		*p = resolve(baseDir, *p)
 	}
 	c.Store.Redis.PasswordFile = resolve(baseDir, c.Store.Redis.PasswordFile)
