@@ -42,6 +42,7 @@ type Rotator struct {
 	entries map[string]*rotEntry
 	subs    map[int]func(id string, leaf *Leaf)
 	nextSub int
+	gen     uint64 // counts force requests; see rotEntry.forceGen
 	// notifyMu keeps subscriber calls one at a time when Adopt (on its
 	// caller's goroutine) and Run both have news.
 	notifyMu sync.Mutex
@@ -52,6 +53,10 @@ type rotEntry struct {
 	opts  []IssueOption
 	due   time.Time // RenewAt, or the next retry after a failure
 	force bool      // re-issue at the next opportunity (new issuer)
+	// forceGen is the Rotator's gen when force was last set: a renewal
+	// clears force only if none was requested while it ran (a SetIssuer
+	// during an Issue from the old issuer must not be lost).
+	forceGen uint64
 }
 
 // RotatorOption configures a Rotator.
@@ -216,7 +221,7 @@ func (r *Rotator) Renew(ids ...string) {
 	r.mu.Lock()
 	for _, id := range ids {
 		if e, ok := r.entries[id]; ok {
-			e.force = true
+			r.forceLocked(e)
 		}
 	}
 	r.mu.Unlock()
@@ -228,10 +233,15 @@ func (r *Rotator) Renew(ids ...string) {
 func (r *Rotator) RenewAll() {
 	r.mu.Lock()
 	for _, e := range r.entries {
-		e.force = true
+		r.forceLocked(e)
 	}
 	r.mu.Unlock()
 	r.poke()
+}
+
+func (r *Rotator) forceLocked(e *rotEntry) {
+	r.gen++
+	e.force, e.forceGen = true, r.gen
 }
 
 // NextRenewal is the earliest time a held leaf is due, and false if none is held.
@@ -289,16 +299,17 @@ type rotated struct {
 func (r *Rotator) renewDue() {
 	now := r.clock.Now()
 	type job struct {
-		id    string
-		entry *rotEntry
-		opts  []IssueOption
+		id       string
+		entry    *rotEntry
+		opts     []IssueOption
+		forceGen uint64
 	}
 	r.mu.Lock()
 	iss := r.issuer
 	var jobs []job
 	for id, e := range r.entries {
 		if e.force || !now.Before(e.due) {
-			jobs = append(jobs, job{id, e, e.opts})
+			jobs = append(jobs, job{id, e, e.opts, e.forceGen})
 		}
 	}
 	r.mu.Unlock()
@@ -311,8 +322,10 @@ func (r *Rotator) renewDue() {
 			r.mu.Unlock()
 			continue
 		}
+		// A force requested while Issue ran (a new issuer) still stands.
+		stillForced := j.entry.forceGen != j.forceGen
 		if err != nil {
-			j.entry.force = false
+			j.entry.force = stillForced
 			j.entry.due = now.Add(r.retry)
 			retryAt, expires := j.entry.due, j.entry.leaf.NotAfter
 			r.mu.Unlock()
@@ -321,8 +334,11 @@ func (r *Rotator) renewDue() {
 			continue
 		}
 		same := j.entry.leaf.Serial == leaf.Serial
-		j.entry.leaf, j.entry.due, j.entry.force = leaf, r.dueOf(leaf), false
+		j.entry.leaf, j.entry.due, j.entry.force = leaf, r.dueOf(leaf), stillForced
 		r.mu.Unlock()
+		if stillForced {
+			r.poke()
+		}
 		if same {
 			// The issuer handed back the leaf already held (one shared by
 			// replicas, or adopted meanwhile): nothing new to tell.

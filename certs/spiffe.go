@@ -3,6 +3,7 @@ package certs
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 )
 
@@ -36,6 +37,14 @@ func ValidateTrustDomain(td string) error {
 		default:
 			return fmt.Errorf("trust domain %q: character %q not allowed (want [a-z0-9.-_])", td, c)
 		}
+	}
+	// The CA's name constraint is a URI domain: an IP address, or a name
+	// with an empty label, cannot be one (x509 refuses it at Init).
+	if strings.HasPrefix(td, ".") || strings.HasSuffix(td, ".") || strings.Contains(td, "..") {
+		return fmt.Errorf("trust domain %q: empty label (a leading, trailing or doubled \".\")", td)
+	}
+	if net.ParseIP(td) != nil {
+		return fmt.Errorf("trust domain %q: an IP address is not allowed (use a DNS-style name)", td)
 	}
 	return nil
 }
