@@ -276,6 +276,11 @@ func (c *Config) Defaults() {
 	}
 }
 
+// MaxHeaderPrefixLen bounds authz.headers.prefix: with 40 characters the
+// sidecar's strip-all-but-the-assertion regex compiles to about 89 RE2
+// instructions, under Envoy's default limit of 100.
+const MaxHeaderPrefixLen = 40
+
 // ResolvePaths makes every relative file path in c relative to baseDir,
 // the directory of the config file.
 func (c *Config) ResolvePaths(baseDir string) {
@@ -358,6 +363,9 @@ func (a *Authz) validate(p *Problems) {
 	pre := a.Headers.Prefix
 	if pre != strings.ToLower(pre) || !strings.HasPrefix(pre, "x-") {
 		p.Addf("authz.headers.prefix", "must be lower case and start with x-; got %q", pre)
+	}
+	if len(pre) > MaxHeaderPrefixLen {
+		p.Addf("authz.headers.prefix", "at most %d characters, got %d: a sidecar's header-matching regex grows with it, and Envoy refuses one over its RE2 program size limit", MaxHeaderPrefixLen, len(pre))
 	}
 	a.OIDC.validate(p)
 	seen := map[string]int{}

@@ -149,3 +149,20 @@ func TestScenarioResolvePathsDefaultsAndAbsolute(t *testing.T) {
 		t.Errorf("default policies dir %q not resolved against %q", c.Authz.Policies.Dir, dir)
 	}
 }
+
+// A header prefix long enough to push the sidecar's regex past Envoy's
+// RE2 program size limit is refused where it is written.
+func TestScenarioHeaderPrefixBounded(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		ok     bool
+	}{
+		{"x-acme-corporation-identity-propagation-", true},                   // 40
+		{"x-acme-corporation-platform-team-identity-propagation-v2-", false}, // 57
+	} {
+		_, err := Parse[Config]("gatehouse.yaml", []byte("authz:\n  headers:\n    prefix: "+tc.prefix+"\n"))
+		if tc.ok != (err == nil) || !tc.ok && !strings.Contains(err.Error(), "gatehouse.yaml:3") {
+			t.Errorf("prefix of %d characters: err = %v, want accepted %v (refusal naming gatehouse.yaml:3)", len(tc.prefix), err, tc.ok)
+		}
+	}
+}

@@ -46,8 +46,12 @@ type builder struct {
 	// sidecarAuthzFilters keep the propagated assertion for ext_authz to
 	// verify; every other identity header is stripped as on the edge.
 	sidecarAuthzFilters []*hcmv3.HttpFilter
-	services            map[string]*config.Service
-	anyErr              error
+	// outboundFilters strip identity headers an app sends through its
+	// sidecar (all but the assertion it may propagate): a callee without
+	// a sidecar of its own would otherwise take them for Gatehouse's.
+	outboundFilters []*hcmv3.HttpFilter
+	services        map[string]*config.Service
+	anyErr          error
 }
 
 func newBuilder(m *config.Mesh, o options) *builder {
@@ -65,11 +69,9 @@ func newBuilder(m *config.Mesh, o options) *builder {
 		b.httpFilter(ExtAuthzFilterName, b.extAuthz()),
 		router,
 	}
-	b.sidecarAuthzFilters = []*hcmv3.HttpFilter{
-		b.httpFilter(HeaderMutationFilterName, b.stripIdentityHeaders(AssertionHeaderSuffix)),
-		b.authzFilters[1],
-		router,
-	}
+	keepAssertion := b.httpFilter(HeaderMutationFilterName, b.stripIdentityHeaders(AssertionHeaderSuffix))
+	b.sidecarAuthzFilters = []*hcmv3.HttpFilter{keepAssertion, b.authzFilters[1], router}
+	b.outboundFilters = []*hcmv3.HttpFilter{keepAssertion, router}
 	return b
 }
 
@@ -574,7 +576,7 @@ func (b *builder) sidecar(s *config.Sidecar) (*node, error) {
 			Routes: []*routev3.Route{{Match: pathMatch("/"), Action: toCluster(ServiceClusterName(o.Service))}},
 		}}})
 		put(n.routes, orc)
-		ol, err := b.listener(OutboundListenerName(o.Service), o.Listen, b.hcm("outbound_"+o.Service, orc.GetName(), b.routerOnly), nil)
+		ol, err := b.listener(OutboundListenerName(o.Service), o.Listen, b.hcm("outbound_"+o.Service, orc.GetName(), b.outboundFilters), nil)
 		if err != nil {
 			return nil, err
 		}

@@ -198,6 +198,8 @@ func TestFilterOrder(t *testing.T) {
 	res := translateExample(t)
 	authz := []string{translate.HeaderMutationFilterName, translate.ExtAuthzFilterName, translate.RouterFilterName}
 	router := []string{translate.RouterFilterName}
+	// Outbound: identity headers an app sends are stripped on the way out.
+	outbound := []string{translate.HeaderMutationFilterName, translate.RouterFilterName}
 	tests := []struct {
 		node, listener string
 		want           []string
@@ -205,7 +207,7 @@ func TestFilterOrder(t *testing.T) {
 		{"edge", translate.EdgeListenerName, authz},
 		{"orders", translate.InboundListenerName, authz},
 		{"inventory", translate.InboundListenerName, authz},
-		{"orders", translate.OutboundListenerName("inventory"), router},
+		{"orders", translate.OutboundListenerName("inventory"), outbound},
 		{"web", "greeter", router},
 	}
 	for _, tt := range tests {
