@@ -443,6 +443,13 @@ func (m *Mesh) validateSidecar(p *Problems, at string, s *Sidecar, services map[
 			useListen(oat+".listen", o.Listen)
 		}
 	}
+	// An app on loopback shares the sidecar's network namespace: a port
+	// Envoy listens on cannot be the app's too.
+	if host, port, err := net.SplitHostPort(s.App); err == nil && (host == "localhost" || net.ParseIP(host).IsLoopback()) {
+		if prev, dup := listens[port]; dup {
+			p.Addf(at+".app", "port %s is the sidecar's own listener (%s): Envoy would proxy to itself or fail to bind", port, prev)
+		}
+	}
 }
 
 func (m *Mesh) validateGRPCClient(p *Problems, at string, c *GRPCClient, services map[string]int) {

@@ -26,7 +26,9 @@ func bigMesh(tb testing.TB, n int) *config.Mesh {
 		}
 		if i < 10 {
 			s.MTLS = true
-			sc := config.Sidecar{Service: name}
+			// The inbound listener takes the endpoint's port (8080): the
+			// app, in the same network namespace, needs another.
+			sc := config.Sidecar{Service: name, App: "127.0.0.1:9090"}
 			for j := 10 + i; j < n; j += 10 {
 				sc.Outbound = append(sc.Outbound, config.Outbound{Service: fmt.Sprintf("svc-%d", j), Listen: fmt.Sprintf("127.0.0.1:%d", 20000+j)})
 			}

@@ -791,8 +791,8 @@ func TestScenarioSidecarPortCrossReferences(t *testing.T) {
 		bug         string
 	}{
 		{name: "outbound and inbound on one port", extra: "      outbound: [{service: db, listen: 127.0.0.1:15443}]\n"},
-		{name: "app is the sidecar's own listener", extra: "      app: 127.0.0.1:15443\n", bug: "sidecar app 127.0.0.1:15443 equal to its inbound listen port is accepted: Envoy proxies to itself"},
-		{name: "outbound listen on the app's port", extra: "      app: 127.0.0.1:8080\n      outbound: [{service: db, listen: 127.0.0.1:8080}]\n", bug: "outbound listen 127.0.0.1:8080 equal to the app address is accepted: Envoy and the app compete for one port"},
+		{name: "app is the sidecar's own listener", extra: "      app: 127.0.0.1:15443\n"},
+		{name: "outbound listen on the app's port", extra: "      app: 127.0.0.1:8080\n      outbound: [{service: db, listen: 127.0.0.1:8080}]\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
