@@ -72,6 +72,11 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 		o.AdminAddress = "127.0.0.1:9901"
 	}
 	admin, err := address(o.AdminAddress)
+	if err == nil && net.ParseIP(admin.GetSocketAddress().GetAddress()) == nil {
+		// Envoy binds its admin listener to an IP address; a name is
+		// refused at start ("malformed IP address").
+		err = fmt.Errorf("%q: the admin listener binds an IP address, not a name", o.AdminAddress)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap: node %s: admin address: %w", o.NodeID, err)
 	}
