@@ -221,6 +221,9 @@ func Load(dir string, opts ...Option) (*CA, error) {
 
 func load(dir string, cfg *caConfig, allowExpired bool) (*CA, error) {
 	now := cfg.clock.Now()
+	if err := notWritableByOthers(dir); err != nil {
+		return nil, fmt.Errorf("load CA: %w", err)
+	}
 	certPath := filepath.Join(dir, CACertFile)
 	keyPath := filepath.Join(dir, CAKeyFile)
 
@@ -319,6 +322,9 @@ func loadPrevious(dir string, now time.Time) ([]PreviousCA, error) {
 		return nil, nil
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := notWritableByOthers(dir); err != nil {
 		return nil, err
 	}
 	var out []PreviousCA
@@ -512,3 +518,20 @@ func (ca *CA) TrustPool() *x509.CertPool {
 }
 
 func serialHex(c *x509.Certificate) string { return fmt.Sprintf("%x", c.SerialNumber) }
+
+// notWritableByOthers refuses a CA directory that group or others can write
+// to: whoever can drop a certificate into it (previous/ needs no key) adds
+// a trust anchor every proxy is then sent.
+func notWritableByOthers(dir string) error {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // reading its files says what is missing
+	}
+	if err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("directory %s has mode %04o: group or others can add certificates to it (chmod 700 %s)", dir, perm, dir)
+	}
+	return nil
+}
