@@ -23,6 +23,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/xds"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gatehouse-proxy/gatehouse/internal/store/redistest"
 	"github.com/gatehouse-proxy/gatehouse/test/testbackend"
@@ -127,11 +128,31 @@ func TestXDSReplicas(t *testing.T) {
 		})
 	})
 
-	// The proxy moves to replica 2 with its ACKed versions: nothing is sent
-	// (no push, no listener drain) ...
+	// The proxy moves to replica 2 with its ACKed versions. The wildcard
+	// types (CDS, LDS) are not resent: no push, no listener drain. The
+	// named ones (EDS, RDS, SDS) are, since a version does not say which
+	// names the proxy held; replica 2 resends exactly what replica 1 sent,
+	// at the same version, which Envoy takes as unchanged ...
 	a2 := dialADS(t, xds2)
 	for _, typ := range adsTypes {
 		a2.request(typ, last[typ].version, "", last[typ].names...)
+		if typ == resource.ClusterType || typ == resource.ListenerType {
+			continue
+		}
+		r := a2.await(typ)
+		if r.GetVersionInfo() != last[typ].version {
+			t.Fatalf("replica 2 resent %s at version %s, replica 1 at %s", typ, r.GetVersionInfo(), last[typ].version)
+		}
+		if got, want := r.GetResources(), a1.last[typ].GetResources(); len(got) != len(want) {
+			t.Fatalf("replica 2 resent %d %s resources, replica 1 sent %d", len(got), typ, len(want))
+		} else {
+			for i := range got {
+				if !proto.Equal(got[i], want[i]) {
+					t.Fatalf("replica 2 resent %s resource %d unlike replica 1's", typ, i)
+				}
+			}
+		}
+		a2.request(typ, r.GetVersionInfo(), r.GetNonce(), last[typ].names...)
 	}
 	if r, ok := a2.recvWithin(3 * time.Second); ok {
 		t.Fatalf("replica 2 sent %s version %s to a proxy up to date", r.GetTypeUrl(), r.GetVersionInfo())

@@ -372,9 +372,13 @@ func (c *Cache) nodeFor(nodeID string) *node {
 //     version with the current one and would resend the rejected config at
 //     once, which the client rejects again, in a loop. The watch is
 //     answered when the type's version next changes.
-//   - The first request on a new stream that names the current version
-//     (a reconnect after an ACK) gets no resend: the client already holds
-//     that content, since the version is a hash of it.
+//   - The first request on a new stream that names the current version of
+//     a wildcard type (LDS, CDS: a reconnect after an ACK) gets no resend:
+//     the client already holds that content, since the version is a hash
+//     of all of it. A reconnect to named resources (EDS, RDS, SDS) is
+//     answered: the version says nothing of which names the client held
+//     at it, and one it subscribed to just before the old stream broke
+//     would otherwise never be sent. Envoy ignores the identical resend.
 func (c *Cache) CreateWatch(req *gcache.Request, sub gcache.Subscription, ch chan gcache.Response) (func(), error) {
 	nodeID := req.GetNode().GetId()
 	typ := req.GetTypeUrl()
@@ -393,7 +397,7 @@ func (c *Cache) CreateWatch(req *gcache.Request, sub gcache.Subscription, ch cha
 				parked.VersionInfo = current
 				req = parked
 			}
-		case req.GetResponseNonce() == "" && req.GetVersionInfo() != "" &&
+		case sub.IsWildcard() && req.GetResponseNonce() == "" && req.GetVersionInfo() != "" &&
 			req.GetVersionInfo() == current && len(sub.ReturnedResources()) == 0:
 			if td := res.data[typ]; td != nil {
 				sub = knownSubscription{Subscription: sub, known: td.returned}

@@ -416,10 +416,13 @@ func TestSemanticsSotwExplicitWildcard(t *testing.T) {
 	}
 }
 
-// A reconnecting client naming the current version is not resent what it
-// holds; but the optimisation is only allowed when the client subscribes
-// to nothing new (xds_protocol, "ACK/NACK and resource type instance
-// version"): a name it did not hold must be sent.
+// A reconnecting client naming the current version of a wildcard type is
+// not resent what it holds: that version is a hash of every resource of the
+// type. A reconnect to named resources is answered even at the current
+// version: the client may have subscribed to a name just before its old
+// stream broke, and the version does not say which names it held
+// (xds_protocol, "ACK/NACK and resource type instance version": a name the
+// client does not hold must be sent).
 func TestSemanticsSotwReconnect(t *testing.T) {
 	c := cache.New(nil)
 	set := clustersSet("10.0.0.1:1", "a", "b")
@@ -431,21 +434,16 @@ func TestSemanticsSotwReconnect(t *testing.T) {
 		before   []string // names subscribed on the old stream
 		after    []string // names on the new stream
 		wantSent []string // nil: no response
-		bug      string
 	}{
-		{"wildcard LDS", resource.ListenerType, nil, nil, nil, ""},
-		{"same EDS names", resource.EndpointType, []string{"a"}, []string{"a"}, nil, ""},
-		{"EDS adds a name", resource.EndpointType, []string{"a"}, []string{"a", "b"}, []string{"a", "b"},
-			"reconnect with the current version is treated as holding every resource of the type (cache.go CreateWatch knownSubscription), so a newly named resource is never sent"},
+		{"wildcard LDS", resource.ListenerType, nil, nil, nil},
+		{"wildcard CDS", resource.ClusterType, nil, nil, nil},
+		{"same EDS names", resource.EndpointType, []string{"a"}, []string{"a"}, []string{"a"}},
+		{"EDS adds a name", resource.EndpointType, []string{"a"}, []string{"a", "b"}, []string{"a", "b"}},
 		{"LDS by name adds a name", resource.ListenerType, []string{"listener-0"}, []string{"listener-0", "listener-1"},
-			[]string{"listener-0", "listener-1"},
-			"reconnect with the current version is treated as holding every resource of the type (cache.go CreateWatch knownSubscription), so a newly named resource is never sent"},
+			[]string{"listener-0", "listener-1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.bug != "" {
-				t.Skip("BUG: " + tt.bug)
-			}
 			old := newSotwClient(t, c, node, tt.typ, tt.before...)
 			old.subscribe()
 			cl := newSotwClient(t, c, node, tt.typ, tt.after...)
@@ -456,14 +454,19 @@ func TestSemanticsSotwReconnect(t *testing.T) {
 			case tt.wantSent == nil && d != nil:
 				t.Fatalf("reconnect at the current version answered with %v", resourceNames(t, tt.typ, d))
 			case tt.wantSent != nil && d == nil:
-				t.Fatal("reconnect subscribing to a new name not answered")
+				t.Fatal("reconnect to named resources not answered")
 			case d != nil:
 				if got := resourceNames(t, tt.typ, d); !slices.Equal(got, tt.wantSent) {
 					t.Fatalf("sent %v, want %v", got, tt.wantSent)
 				}
+				if d.GetVersionInfo() != old.version {
+					t.Fatalf("resent at version %q, want the current %q", d.GetVersionInfo(), old.version)
+				}
+				cl.ack(d)
 			}
-			// Either way the watch stays open for the next change.
-			next := clustersSet("10.0.0.3:3", "a", "b")
+			// Either way the client's next watch is answered by the next
+			// change (clusters, endpoints and listeners all change here).
+			next := clustersSet("10.0.0.3:3", "a", "b", "c")
 			next[resource.ListenerType] = benchListeners(2, 1)
 			mustSet(t, c, node, next)
 			defer mustSet(t, c, node, set)

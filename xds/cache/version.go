@@ -23,7 +23,8 @@ import (
 // over the deterministic proto encoding of every resource, sorted by name.
 // It carries no timestamps or counters, so two replicas given the same
 // resources agree on the version and a client can reconnect to either one
-// without a resend. Duplicate or empty names are refused because the
+// without a resend of its wildcard types (and an identical resend of its
+// named ones). Duplicate or empty names are refused because the
 // version would then not identify the set.
 func TypeVersion(resources []types.Resource) (string, error) {
 	td, err := newTypeData("", resources)

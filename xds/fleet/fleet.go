@@ -1,8 +1,8 @@
 // Package fleet shares workload certificates between replicas of the xDS
 // control plane through the shared store, so every replica serves the same
 // leaf for an identity and SDS versions (content hashes) are identical
-// fleet-wide: a proxy that reconnects to another replica is sent nothing
-// new.
+// fleet-wide: a proxy that reconnects to another replica is resent its
+// secrets byte for byte, which Envoy takes as unchanged.
 //
 // An Issuer is the certs.LeafIssuer a certs.Rotator issues through. For a
 // SPIFFE id it returns the leaf stored under "cert/<id>" while that leaf is

@@ -46,11 +46,17 @@ func watchAll(t *testing.T, c *cache.Cache, nodes ...string) map[string]chan gca
 		for _, typ := range cache.Types() {
 			wild := typ == resource.ClusterType || typ == resource.ListenerType
 			var names []string // EDS/RDS/SDS name what they want, as Envoy does
-			if r, err := c.Fetch(context.Background(), &discovery.DiscoveryRequest{Node: &corev3.Node{Id: n}, TypeUrl: typ}); !wild && err == nil {
-				names = slices.Sorted(maps.Keys(r.(*gcache.PassthroughResponse).ReturnedResources))
+			var held map[string]string
+			if r, err := c.Fetch(context.Background(), &discovery.DiscoveryRequest{Node: &corev3.Node{Id: n}, TypeUrl: typ}); err == nil {
+				held = r.(*gcache.PassthroughResponse).ReturnedResources
+				if !wild {
+					names = slices.Sorted(maps.Keys(held))
+				}
 			}
-			req := &discovery.DiscoveryRequest{Node: &corev3.Node{Id: n}, TypeUrl: typ, VersionInfo: c.Version(n, typ), ResourceNames: names}
+			// The ACK of the current content on a stream that was sent it.
+			req := &discovery.DiscoveryRequest{Node: &corev3.Node{Id: n}, TypeUrl: typ, VersionInfo: c.Version(n, typ), ResourceNames: names, ResponseNonce: "1"}
 			sub := stream.NewSotwSubscription(names, wild)
+			sub.SetReturnedResources(held)
 			ch := make(chan gcache.Response, 8)
 			if _, err := c.CreateWatch(req, &sub, ch); err != nil {
 				t.Fatal(err)
