@@ -408,7 +408,9 @@ func Rotate(dir string, overlap time.Duration, opts ...Option) (*CA, error) {
 		return nil, err
 	}
 	now := cfg.clock.Now()
-	retireAt := now.Add(overlap)
+	// Whole seconds: the .retire file holds RFC 3339 seconds, and the log
+	// line below must name the time Load will read back.
+	retireAt := now.Add(overlap).Truncate(time.Second)
 	if retireAt.After(old.cert.NotAfter) {
 		retireAt = old.cert.NotAfter
 	}
