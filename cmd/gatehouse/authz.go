@@ -27,6 +27,7 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/internal/admin"
 	"github.com/gatehouse-proxy/gatehouse/internal/config"
 	"github.com/gatehouse-proxy/gatehouse/internal/logging"
+	"github.com/gatehouse-proxy/gatehouse/internal/secretfile"
 	"github.com/gatehouse-proxy/gatehouse/internal/store"
 	"github.com/gatehouse-proxy/gatehouse/internal/watch"
 )
@@ -230,7 +231,7 @@ func buildOIDC(o config.OIDC, log *slog.Logger, reg prometheus.Registerer, st st
 		RefreshBefore: o.RefreshBefore, ClockSkew: o.ClockSkew, MaxCookieChunks: o.MaxCookieChunks,
 	}
 	for i, f := range o.CookieKeyFiles {
-		raw, err := os.ReadFile(f)
+		raw, err := secretfile.Read(f)
 		if err != nil {
 			return nil, fmt.Errorf("authz.oidc.cookie_key_files[%d]: %w", i, err)
 		}

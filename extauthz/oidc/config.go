@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/secretfile"
 )
 
 // Config is the browser-login configuration (authz.oidc in the config file).
@@ -271,9 +272,9 @@ func (p ProviderConfig) readSecret() (string, error) {
 	if p.ClientSecretFile == "" {
 		return p.ClientSecret, nil
 	}
-	b, err := os.ReadFile(p.ClientSecretFile)
+	b, err := secretfile.Read(p.ClientSecretFile)
 	if err != nil {
-		return "", fmt.Errorf("provider %s: client secret: %w", p.Name, err)
+		return "", fmt.Errorf("provider %s: client_secret_file: %w", p.Name, err)
 	}
 	return strings.TrimSpace(string(b)), nil
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/secretfile"
 )
 
 // Redis layout, every name under Config.Redis.KeyPrefix:
@@ -193,16 +195,15 @@ func newRedis(ctx context.Context, cfg Config, o options, m *metrics) (*redisSto
 	return s, nil
 }
 
+// readSecretFile returns the password in path without its trailing
+// newline. secretfile refuses a file others may read, an empty one and an
+// oversized one, on every re-read too.
 func readSecretFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := secretfile.Read(path)
 	if err != nil {
 		return "", err
 	}
-	pw := strings.TrimRight(string(b), "\r\n")
-	if pw == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return pw, nil
+	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
 func (s *redisStore) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {

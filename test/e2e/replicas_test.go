@@ -82,7 +82,10 @@ func TestAuthzReplicas(t *testing.T) {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	keyFile := filepath.Join(dir, "cookie.key")
-	writeFile(t, keyFile, base64.StdEncoding.EncodeToString(key)+"\n")
+	// 0600: gatehouse refuses a secret file others may read.
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	client := d.Client(dex.ConfidentialClient)
 	cfg := writeConfig(t, dir, fmt.Sprintf(authzListen+`log:
   level: info

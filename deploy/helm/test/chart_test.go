@@ -665,6 +665,11 @@ func checkRedis(t *testing.T, r *rendered, pod *corev1.PodSpec, gh *corev1.Conta
 		if v.Secret == nil || v.Secret.SecretName != "gatehouse-redis" || !m.ReadOnly || !slices.Contains(itemPaths(v.Secret.Items), path.Base(pf)) {
 			t.Errorf("store.redis.password_file %s is not the gatehouse-redis Secret mounted read-only: %+v", pf, v)
 		}
+		// Gatehouse refuses a secret file with any permission for others
+		// or group write (internal/secretfile); unset means 0644.
+		if v.Secret != nil && (v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o037 != 0) {
+			t.Errorf("store.redis.password_file volume defaultMode %v: gatehouse refuses it; want 0400", v.Secret.DefaultMode)
+		}
 	case "managed-ca":
 		if redisDep == nil {
 			t.Fatal("redis.mode internal: no Redis Deployment")
