@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
@@ -145,6 +146,7 @@ func serve(ctx context.Context, name string, p parts, cfg *config.Config, cfgPat
 	banner = append(banner, "admin HTTP on "+adminLis.Addr().String())
 
 	g, ctx := errgroup.WithContext(ctx)
+	redis.SetLogger(store.RedisLog{L: log})
 	st, err := store.New(ctx, cfg.Store, store.WithLogger(log), store.WithRegisterer(reg))
 	if err != nil {
 		closeAll()
