@@ -6,13 +6,14 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/gatehouse-proxy/gatehouse/internal/config"
 	"github.com/gatehouse-proxy/gatehouse/internal/store"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/secretfile/secretfiletest"
 )
 
 // TestBuildOIDCSecretFileModes: a cookie key or client secret file others
@@ -35,8 +36,8 @@ func TestBuildOIDCSecretFileModes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			keyFile := writeSecret(t, filepath.Join(dir, "cookie.key"), base64.StdEncoding.EncodeToString(key)+"\n", tc.keyMode)
-			secretFile := writeSecret(t, filepath.Join(dir, "client-secret"), "s3cret\n", tc.secretMode)
+			keyFile := secretfiletest.Write(t, filepath.Join(dir, "cookie.key"), base64.StdEncoding.EncodeToString(key)+"\n", tc.keyMode)
+			secretFile := secretfiletest.Write(t, filepath.Join(dir, "client-secret"), "s3cret\n", tc.secretMode)
 			o := config.OIDC{
 				CookieKeyFiles: []string{keyFile},
 				Providers: []config.OIDCProvider{{Name: "dex", Issuer: "https://idp.test", ClientID: "c",
@@ -59,15 +60,4 @@ func TestBuildOIDCSecretFileModes(t *testing.T) {
 			}
 		})
 	}
-}
-
-func writeSecret(t *testing.T, path, content string, mode fs.FileMode) string {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil { // WriteFile's mode is subject to the umask
-		t.Fatal(err)
-	}
-	return path
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/secretfile/secretfiletest"
 )
 
 // TestClientSecretFile: the secret is read trimmed from a private file; a
@@ -24,12 +26,7 @@ func TestClientSecretFile(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name)
-			if err := os.WriteFile(path, []byte(tc.content), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chmod(path, tc.mode); err != nil {
-				t.Fatal(err)
-			}
+			secretfiletest.Write(t, path, tc.content, tc.mode)
 			c := validConfig(t)
 			c.Providers[0].ClientSecret, c.Providers[0].ClientSecretFile = "", path
 			f, err := New(c)

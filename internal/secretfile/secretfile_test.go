@@ -7,18 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-func write(t *testing.T, path string, data []byte, mode fs.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// Chmod: WriteFile's mode is filtered by the umask.
-	if err := os.Chmod(path, mode); err != nil {
-		t.Fatal(err)
-	}
-}
+	"github.com/gatehouse-proxy/gatehouse/internal/secretfile/secretfiletest"
+)
 
 func TestRead(t *testing.T) {
 	const secret = "s3cret\n"
@@ -43,7 +34,7 @@ func TestRead(t *testing.T) {
 			if err := os.Mkdir(filepath.Join(dir, "..data"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			write(t, filepath.Join(dir, "..data", "key"), []byte(secret), 0o600)
+			secretfiletest.Write(t, filepath.Join(dir, "..data", "key"), secret, 0o600)
 			link := filepath.Join(dir, "key")
 			if err := os.Symlink(filepath.Join("..data", "key"), link); err != nil {
 				t.Fatal(err)
@@ -51,7 +42,7 @@ func TestRead(t *testing.T) {
 			return link
 		}, ""},
 		{"symlink to 0644", func(t *testing.T, dir string) string {
-			write(t, filepath.Join(dir, "target"), []byte(secret), 0o644)
+			secretfiletest.Write(t, filepath.Join(dir, "target"), secret, 0o644)
 			link := filepath.Join(dir, "key")
 			if err := os.Symlink("target", link); err != nil {
 				t.Fatal(err)
@@ -99,7 +90,7 @@ func TestRead(t *testing.T) {
 // TestReadUntrimmed: the contents come back as they are; callers trim.
 func TestReadUntrimmed(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "key")
-	write(t, p, []byte(" s3cret\r\n"), 0o600)
+	secretfiletest.Write(t, p, " s3cret\r\n", 0o600)
 	b, err := Read(p)
 	if err != nil || string(b) != " s3cret\r\n" {
 		t.Fatalf("Read = %q, %v", b, err)
@@ -128,7 +119,7 @@ func TestReadDevice(t *testing.T) {
 func file(content string, mode fs.FileMode) func(*testing.T, string) string {
 	return func(t *testing.T, dir string) string {
 		p := filepath.Join(dir, "key")
-		write(t, p, []byte(content), mode)
+		secretfiletest.Write(t, p, content, mode)
 		return p
 	}
 }

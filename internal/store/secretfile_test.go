@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/secretfile/secretfiletest"
 )
 
 // TestRedisPasswordFileRefused: a password file others may read, or an
@@ -26,12 +28,7 @@ func TestRedisPasswordFileRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name)
-			if err := os.WriteFile(path, []byte(tc.content), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chmod(path, tc.mode); err != nil {
-				t.Fatal(err)
-			}
+			secretfiletest.Write(t, path, tc.content, tc.mode)
 			s, err := New(context.Background(), Config{Backend: BackendRedis, Redis: Redis{Address: "127.0.0.1:1", PasswordFile: path}})
 			if err == nil {
 				s.Close()
