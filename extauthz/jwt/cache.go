@@ -91,6 +91,9 @@ func (c *resultCache) put(k *cacheKey, res *Result, now time.Time, skew time.Dur
 		}
 	}
 	until := res.Expiry
+	if !res.certValidUntil.IsZero() && res.certValidUntil.Before(until) {
+		until = res.certValidUntil // the signing certificate expires first
+	}
 	if c.maxTTL > 0 {
 		if lim := now.Add(c.maxTTL); lim.Before(until) {
 			until = lim

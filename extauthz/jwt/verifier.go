@@ -105,6 +105,9 @@ type Result struct {
 	KeyID string
 	// Certificate is the signing certificate for x5t and x5c; nil for JWKS.
 	Certificate *x509.Certificate
+	// certValidUntil is when the signing certificate (with its chain, for
+	// x5c) stops being valid; zero for JWKS. The result cache honours it.
+	certValidUntil time.Time
 }
 
 // Identity converts the result into the principal handed to policy.
@@ -450,6 +453,7 @@ func (v *Verifier) verifyForIssuer(ctx context.Context, ic *issuer, c *compactJW
 		method identity.Method
 		keyID  string
 		cert   *x509.Certificate
+		until  time.Time // certificate validity, for the cache
 	)
 	switch {
 	case h.X5C != nil:
@@ -460,7 +464,7 @@ func (v *Verifier) verifyForIssuer(ctx context.Context, ic *issuer, c *compactJW
 		if err != nil {
 			return nil, err
 		}
-		leaf, err := verifyX5C(h.X5C, ic.roots, now, iat)
+		leaf, validUntil, err := verifyX5C(h.X5C, ic.roots, now, iat)
 		if err != nil {
 			return nil, err
 		}
@@ -471,7 +475,7 @@ func (v *Verifier) verifyForIssuer(ctx context.Context, ic *issuer, c *compactJW
 			}
 		}
 		sum := sha256.Sum256(leaf.Raw)
-		pub, method, keyID, cert = leaf.PublicKey, identity.MethodX5C, base64.RawURLEncoding.EncodeToString(sum[:]), leaf
+		pub, method, keyID, cert, until = leaf.PublicKey, identity.MethodX5C, base64.RawURLEncoding.EncodeToString(sum[:]), leaf, validUntil
 	case h.X5T != nil || h.X5TS256 != nil:
 		if ic.trust == nil {
 			return nil, fail(ReasonStrategyDisabled, "x5t is not enabled for this issuer")
@@ -480,7 +484,7 @@ func (v *Verifier) verifyForIssuer(ctx context.Context, ic *issuer, c *compactJW
 		if err != nil {
 			return nil, err
 		}
-		pub, method, keyID, cert = tc.cert.PublicKey, identity.MethodX5T, base64.RawURLEncoding.EncodeToString(tc.sha256[:]), tc.cert
+		pub, method, keyID, cert, until = tc.cert.PublicKey, identity.MethodX5T, base64.RawURLEncoding.EncodeToString(tc.sha256[:]), tc.cert, tc.cert.NotAfter
 	case h.Kid != "":
 		if ic.jwks == nil {
 			return nil, fail(ReasonStrategyDisabled, "JWKS is not enabled for this issuer")
@@ -504,7 +508,7 @@ func (v *Verifier) verifyForIssuer(ctx context.Context, ic *issuer, c *compactJW
 	if err != nil {
 		return nil, err
 	}
-	res.Method, res.KeyID, res.Certificate, res.Algorithm = method, keyID, cert, h.Alg
+	res.Method, res.KeyID, res.Certificate, res.Algorithm, res.certValidUntil = method, keyID, cert, h.Alg, until
 	return res, nil
 }
 
