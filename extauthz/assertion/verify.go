@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/certs"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/jwt"
 )
@@ -172,12 +173,6 @@ type Assertion struct {
 // presented by an edge, or minted for a service S, presented by S itself
 // and allowed by a chain rule S → hop.Service.
 func (v *Verifier) Verify(ctx context.Context, token string, hop Hop) (*Assertion, error) {
-	if hop.Service == "" {
-		return nil, refuse(ReasonNoDestination, "the route names no destination service")
-	}
-	if hop.Peer == "" {
-		return nil, refuse(ReasonNoPeer, "an assertion must come with the presenting service's SPIFFE certificate")
-	}
 	res, err := v.jv.Verify(ctx, token)
 	if err != nil {
 		r := Reason(jwt.ReasonOf(err))
@@ -189,7 +184,25 @@ func (v *Verifier) Verify(ctx context.Context, token string, hop Hop) (*Assertio
 	if len(res.Audience) != 1 {
 		return nil, refuse(ReasonInvalidClaim, "aud must name exactly one service")
 	}
-	aud, dest := res.Audience[0], ServiceID(v.trustDomain, hop.Service)
+	aud := res.Audience[0]
+	a, err := v.build(res, token, aud)
+	if err != nil {
+		return nil, err
+	}
+	// The assertion is valid; what follows decides whether this hop may
+	// use it (misuse: 403, where a bad assertion above is 401).
+	if hop.Service == "" {
+		return nil, refuse(ReasonNoDestination, "the route names no destination service")
+	}
+	if hop.Peer == "" {
+		return nil, refuse(ReasonNoPeer, "an assertion must come with the presenting service's SPIFFE certificate")
+	}
+	// Peers are compared as strings below: only a well-formed workload id
+	// of this trust domain may match ("edge/../x" must not pass as an edge).
+	if err := certs.ValidateWorkloadID(hop.Peer, v.trustDomain); err != nil {
+		return nil, refuse(ReasonWrongPeer, "presented by %q: %v", hop.Peer, err)
+	}
+	dest := ServiceID(v.trustDomain, hop.Service)
 	switch {
 	case aud == dest:
 		// Minted for this service: it arrives straight from an edge.
@@ -204,7 +217,7 @@ func (v *Verifier) Verify(ctx context.Context, token string, hop Hop) (*Assertio
 	default:
 		return nil, refuse(ReasonWrongAudience, "minted for %s, presented at %s, and no chain rule allows it", aud, dest)
 	}
-	return v.build(res, token, aud)
+	return a, nil
 }
 
 func (v *Verifier) build(res *jwt.Result, token, aud string) (*Assertion, error) {

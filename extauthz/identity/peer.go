@@ -8,7 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
+
+	"github.com/gatehouse-proxy/gatehouse/certs"
 )
 
 // MaxPeerCertBytes bounds the URL-encoded PEM Envoy forwards; real workload
@@ -56,26 +57,18 @@ func ParsePeer(urlEncodedPEM, principal string) (*Peer, error) {
 	for _, u := range cert.URIs {
 		p.URISANs = append(p.URISANs, u.String())
 	}
-	// A SPIFFE SVID carries exactly one URI SAN; several make the id ambiguous.
-	if ids := spiffeIDs(p.URISANs); len(ids) == 1 {
-		p.SPIFFEID = ids[0]
-	}
+	p.SPIFFEID = spiffeFrom(p.URISANs)
 	return p, nil
 }
 
-func spiffeIDs(uris []string) []string {
-	var out []string
-	for _, u := range uris {
-		if strings.HasPrefix(u, "spiffe://") {
-			out = append(out, u)
-		}
-	}
-	return out
-}
-
+// spiffeFrom returns the SPIFFE id the URIs name, or "". An X.509-SVID
+// carries exactly one URI SAN, and it must be a well-formed workload id:
+// "..", percent-escapes, a trailing slash or an upper-case trust domain
+// would let one workload's id pass a prefix or equality test meant for
+// another (policy and the assertion's edge check compare ids as strings).
 func spiffeFrom(uris []string) string {
-	if ids := spiffeIDs(uris); len(ids) == 1 {
-		return ids[0]
+	if len(uris) != 1 || certs.ValidateWorkloadID(uris[0], "") != nil {
+		return ""
 	}
-	return ""
+	return uris[0]
 }
