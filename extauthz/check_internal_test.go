@@ -102,6 +102,9 @@ func TestBearerToken(t *testing.T) {
 		{header: "Bearer a b", present: true, err: true},
 		{header: "Bearer a,Bearer b", present: true, err: true},
 		{header: "Bearer a\tb", present: true, err: true},
+		{header: "Bearer\tabc", present: true, err: true},
+		{header: "bearer\t\tabc", present: true, err: true},
+		{header: "Bearerabc"},
 		{header: "Bearer  a", present: true, err: true},
 		{header: "Bearer a\u00a0b", token: "a\u00a0b", present: true}, // not ASCII space: the verifier refuses it
 		{header: "Bearer " + strings.Repeat("x", 4096) + ",", present: true, err: true},

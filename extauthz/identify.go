@@ -84,7 +84,16 @@ func bearerToken(headers map[string]string) (token string, present bool, err err
 		return "", false, nil
 	}
 	scheme, rest, found := strings.Cut(v, " ")
-	if !found || !strings.EqualFold(scheme, "bearer") {
+	if !found {
+		// "Bearer<TAB>token" is no valid header, but it carries a token a
+		// lenient upstream might take as verified here: refuse it rather
+		// than pass it on as an anonymous request's header.
+		if s, _, tab := strings.Cut(v, "\t"); tab && strings.EqualFold(s, "bearer") {
+			return "", true, errors.New("malformed Authorization header")
+		}
+		return "", false, nil
+	}
+	if !strings.EqualFold(scheme, "bearer") {
 		return "", false, nil
 	}
 	// Envoy joins repeated headers with ","; two tokens are ambiguous.

@@ -439,7 +439,7 @@ func TestScenarioBearerParsing(t *testing.T) {
 		{"repeated header joined by Envoy", map[string]string{"authorization": "Bearer " + tok + ",Bearer " + tok}, "", invalid},
 		{"bearer then basic joined", map[string]string{"authorization": "Bearer " + tok + ",Basic dXNlcjpwdw=="}, "", invalid},
 		{"basic then bearer joined", map[string]string{"authorization": "Basic dXNlcjpwdw==,Bearer " + tok}, "", anonymous},
-		{"tab separator", map[string]string{"authorization": "Bearer\t" + tok}, "", anonymous},
+		{"tab separator", map[string]string{"authorization": "Bearer\t" + tok}, "", invalid},
 		{"scheme only", map[string]string{"authorization": "Bearer"}, "", anonymous},
 		{"basic", map[string]string{"authorization": "Basic dXNlcjpwdw=="}, "", anonymous},
 		{"token in query", nil, "?access_token=" + tok, anonymous},
