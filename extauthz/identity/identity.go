@@ -57,3 +57,26 @@ type Peer struct {
 	Serial            string    `json:"serial,omitempty"`
 	NotAfter          time.Time `json:"not_after,omitzero"`
 }
+
+// VerifiedEmail returns email unless the token's email_verified claim says
+// the provider did not verify it (false, or the string "false" some
+// providers send). An unverified address is whatever the user typed at
+// sign-up, and a policy matching on it (a company domain, say) would trust
+// it; the claim itself stays in the claims for a policy that wants it.
+// An absent claim keeps the address: many providers omit it.
+func VerifiedEmail(email string, emailVerified any) string {
+	switch v := emailVerified.(type) {
+	case bool:
+		if !v {
+			return ""
+		}
+	case string:
+		if v != "true" {
+			return ""
+		}
+	case nil:
+	default:
+		return "" // a malformed claim does not vouch for anything
+	}
+	return email
+}

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
 )
 
 // maxNumericDate is 9999-12-31T23:59:59Z: later dates are nonsense and would
@@ -81,7 +83,7 @@ func checkClaims(claims map[string]any, ic *issuer, now time.Time) (*Result, err
 	}
 
 	if email, ok := claims["email"].(string); ok {
-		res.Email = email
+		res.Email = identity.VerifiedEmail(email, claims["email_verified"])
 	}
 	res.Roles = stringList(lookupClaim(claims, ic.cfg.RolesClaim))
 	res.Groups = stringList(lookupClaim(claims, ic.cfg.GroupsClaim))

@@ -395,3 +395,39 @@ func mustB64(t *testing.T, s string) []byte {
 	must(t, err)
 	return b
 }
+
+// An address the provider says it did not verify is not the identity's
+// email (policies match on it); the claim itself stays visible.
+func TestEmailVerified(t *testing.T) {
+	a := ecTestKey(t, "a", "ES256", elliptic.P256())
+	j := newJWKSTest(t, []testKey{a}, WithCache(0, 0))
+	for _, tc := range []struct {
+		name     string
+		verified any // nil: claim absent
+		want     string
+	}{
+		{"absent", nil, "alice@example.com"},
+		{"true", true, "alice@example.com"},
+		{"string true", "true", "alice@example.com"},
+		{"false", false, ""},
+		{"string false", "false", ""},
+		{"malformed", 1, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := j.claims()
+			if tc.verified != nil {
+				c["email_verified"] = tc.verified
+			}
+			res, err := j.verify(a.token(t, c, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Email != tc.want || res.Identity().Email != tc.want {
+				t.Fatalf("email %q, want %q", res.Email, tc.want)
+			}
+			if res.Claims["email"] != "alice@example.com" {
+				t.Fatalf("email claim %v dropped from the claims", res.Claims["email"])
+			}
+		})
+	}
+}

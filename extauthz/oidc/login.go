@@ -200,6 +200,7 @@ func (f *Flow) callback(ctx context.Context, r *Request, query string) *Response
 // idClaims are the ID token claims a session keeps.
 type idClaims struct {
 	Email             string `json:"email"`
+	EmailVerified     any    `json:"email_verified"`
 	Name              string `json:"name"`
 	PreferredUsername string `json:"preferred_username"`
 	SessionID         string `json:"sid"`

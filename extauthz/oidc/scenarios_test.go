@@ -733,3 +733,36 @@ func TestScenarioRefreshBeforeEdges(t *testing.T) {
 		})
 	}
 }
+
+// A session's email is the ID token's only when the provider did not say
+// it left the address unverified: policies and upstreams match on it.
+func TestScenarioUnverifiedEmailIsNotIdentity(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		verified any // nil: claim absent
+		want     string
+	}{
+		{"verified", true, "mallory@corp.example"},
+		{"absent", nil, "mallory@corp.example"},
+		{"unverified", false, ""},
+		{"unverified as a string", "false", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			idp := newScriptedIdP(t)
+			idp.setTamper(func(claims map[string]any) {
+				claims["email"] = "mallory@corp.example"
+				if tc.verified != nil {
+					claims["email_verified"] = tc.verified
+				}
+			})
+			e := newEnv(t, []oidc.ProviderConfig{idp.provider()})
+			r := loggedIn(t, e).check("GET", "/app/x")
+			if !r.allowed {
+				t.Fatalf("session refused: %d", r.status)
+			}
+			if got := r.headers["x-gatehouse-email"]; got != tc.want {
+				t.Fatalf("x-gatehouse-email %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

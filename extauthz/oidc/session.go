@@ -55,7 +55,7 @@ func (f *Flow) newSession(ctx context.Context, p *provider, d *discovered, tok *
 
 func (s *session) apply(expiry time.Time, c *idClaims) {
 	s.Expiry = expiry.UnixMilli()
-	s.Email, s.Name, s.Username = c.Email, c.Name, c.PreferredUsername
+	s.Email, s.Name, s.Username = identity.VerifiedEmail(c.Email, c.EmailVerified), c.Name, c.PreferredUsername
 	s.Groups, s.Roles = c.groups, c.roles
 	if c.SessionID != "" {
 		s.IdPSID = c.SessionID
