@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"mime"
 	"net/http"
 	"net/url"
@@ -17,9 +18,20 @@ import (
 // then goes to the IdP's end_session_endpoint with id_token_hint and
 // post_logout_redirect_uri when the IdP advertises one, else to
 // PostLogoutPath.
+//
+// Another site must not be able to end the user's sessions (logout CSRF):
+// a cross-site GET (a link or redirect elsewhere) gets a page whose button
+// posts back from this site, and a cross-site POST is refused.
 func (f *Flow) logout(ctx context.Context, r *Request) *Response {
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		return errorPage(http.StatusMethodNotAllowed, "Method not allowed.", nil)
+	}
+	if crossSite(r) {
+		if r.Method == http.MethodGet {
+			return logoutConfirmPage(f.cfg.LogoutPath)
+		}
+		f.log.WarnContext(ctx, "oidc logout: cross-site POST refused", "host", r.Host)
+		return errorPage(http.StatusForbidden, "Sign out from this site's own page.", nil)
 	}
 	jar := parseCookies(r.header("cookie"))
 	var (
@@ -226,4 +238,36 @@ func (f *Flow) backChannelViaCheck(ctx context.Context, r *Request) *Response {
 		}
 	}
 	return &Response{Status: status, Header: h, Body: body}
+}
+
+// crossSite reports whether the browser says another site started the
+// request: Sec-Fetch-Site (every current browser), else an Origin naming
+// another host. A request with neither (an old browser, a typed URL) is
+// taken as this site's.
+func crossSite(r *Request) bool {
+	switch r.header("sec-fetch-site") {
+	case "cross-site":
+		return true
+	case "same-origin", "same-site", "none":
+		return false
+	}
+	origin := r.header("origin")
+	if origin == "" {
+		return false
+	}
+	u, err := url.Parse(origin)
+	return err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host)
+}
+
+// logoutConfirmPage asks the user to confirm with a same-site POST. It may
+// not be framed, so a page elsewhere cannot trick a click on it.
+func logoutConfirmPage(logoutPath string) *Response {
+	h := http.Header{}
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'none'; form-action 'self'; frame-ancestors 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	body := `<!doctype html><meta charset="utf-8"><title>Sign out</title>` +
+		`<form method="post" action="` + html.EscapeString(logoutPath) + `"><button type="submit">Sign out</button></form>` + "\n"
+	return &Response{Status: http.StatusOK, Header: h, Body: body}
 }

@@ -369,3 +369,48 @@ func TestPendingLoginsBounded(t *testing.T) {
 		t.Fatalf("login after many starts: %d", r.status)
 	}
 }
+
+// TestLogoutCSRF: another site cannot end the user's sessions. A cross-site
+// GET gets a confirmation page that posts back from this site; a
+// cross-site POST, or one whose Origin is another host, is refused; the
+// session survives both. The page's own POST logs out.
+func TestLogoutCSRF(t *testing.T) {
+	t.Parallel()
+	idp := newScriptedIdP(t)
+	e := newEnv(t, []oidc.ProviderConfig{idp.provider()})
+	b := e.browser()
+	b.scriptedLogin("/app/")
+	stillIn := func(step string) {
+		t.Helper()
+		if r := b.check("GET", "/app/"); !r.allowed {
+			t.Fatalf("%s: session ended", step)
+		}
+	}
+
+	r := b.check("GET", oidc.DefaultLogoutPath, [2]string{"sec-fetch-site", "cross-site"})
+	if r.status != http.StatusOK || !strings.Contains(r.body, `<form method="post" action="`+oidc.DefaultLogoutPath+`">`) {
+		t.Fatalf("cross-site GET: status %d body %q, want the confirmation page", r.status, r.body)
+	}
+	if !strings.Contains(r.headers["content-security-policy"], "frame-ancestors 'none'") {
+		t.Errorf("confirmation page may be framed: %v", r.headers)
+	}
+	stillIn("cross-site GET")
+	for name, h := range map[string][2]string{
+		"Sec-Fetch-Site cross-site": {"sec-fetch-site", "cross-site"},
+		"Origin of another host":    {"origin", "https://evil.example"},
+		"Origin null":               {"origin", "null"},
+	} {
+		if r := b.check("POST", oidc.DefaultLogoutPath, h); r.status != http.StatusForbidden {
+			t.Errorf("%s POST: status %d, want 403", name, r.status)
+		}
+		stillIn(name)
+	}
+
+	r = b.check("POST", oidc.DefaultLogoutPath, [2]string{"sec-fetch-site", "same-origin"}, [2]string{"origin", appURL})
+	if r.status != http.StatusFound {
+		t.Fatalf("same-origin POST: status %d %q", r.status, r.body)
+	}
+	if r := b.check("GET", "/app/"); r.allowed {
+		t.Fatal("allowed after the confirmed logout")
+	}
+}
