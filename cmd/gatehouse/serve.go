@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,9 +56,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 func runServer(ctx context.Context, name, summary string, p parts, args []string, stdout, stderr io.Writer) int {
 	var cf commonFlags
 	var authzAddr, xdsAddr, adminAddr, policyDir, stateDir string
+	var shutdownDelay, shutdownGrace time.Duration
 	fs := newFlagSet(name, "[flags]", summary, stderr)
 	cf.register(fs)
 	fs.StringVar(&adminAddr, "admin", "", "override listen.admin (HTTP host:port for /healthz, /readyz, /metrics, /debug/*)")
+	fs.DurationVar(&shutdownDelay, "shutdown-delay", 0, "override shutdown.delay: after SIGTERM/SIGINT, fail /readyz but keep serving this long before stopping (config default 0; a few seconds on Kubernetes)")
+	fs.DurationVar(&shutdownGrace, "shutdown-grace", 0, "override shutdown.grace: how long in-flight ext_authz Checks may take to finish once stopping (config default 10s)")
 	if p.authz {
 		fs.StringVar(&authzAddr, "listen", "", "override listen.authz (ext_authz gRPC host:port)")
 		fs.StringVar(&policyDir, "policies", "", "override authz.policies.dir")
@@ -68,6 +74,12 @@ func runServer(ctx context.Context, name, summary string, p parts, args []string
 	}
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
+	}
+	if err := config.CheckShutdownDelay(shutdownDelay); flagSet(fs, "shutdown-delay") && err != nil {
+		return usageError(fs, "--shutdown-delay %v", err)
+	}
+	if err := config.CheckShutdownGrace(shutdownGrace); flagSet(fs, "shutdown-grace") && err != nil {
+		return usageError(fs, "--shutdown-grace %v", err)
 	}
 	if p.xds && p.authz && !flagSet(fs, "config") {
 		// `gatehouse serve` with no config: ./gatehouse.yaml if there is one,
@@ -91,6 +103,12 @@ func runServer(ctx context.Context, name, summary string, p parts, args []string
 	override(&cfg.Listen.XDS, xdsAddr)
 	override(&cfg.Listen.Admin, adminAddr)
 	override(&cfg.Authz.Policies.Dir, policyDir)
+	if flagSet(fs, "shutdown-delay") {
+		cfg.Shutdown.Delay = shutdownDelay
+	}
+	if flagSet(fs, "shutdown-grace") {
+		cfg.Shutdown.Grace = shutdownGrace
+	}
 	if p.xds {
 		printEnvoyHint(stdout, cf.config, cfg)
 	}
@@ -145,7 +163,12 @@ func serve(ctx context.Context, name string, p parts, cfg *config.Config, cfgPat
 	}
 	banner = append(banner, "admin HTTP on "+adminLis.Addr().String())
 
-	g, ctx := errgroup.WithContext(ctx)
+	// ctx ending asks for shutdown; the parts keep serving until the drain
+	// is over (see drainAndStop), so they live under life, not ctx.
+	requested := ctx
+	life, endLife := context.WithCancel(context.WithoutCancel(requested))
+	defer endLife()
+	g, ctx := errgroup.WithContext(life)
 	redis.SetLogger(store.RedisLog{L: log})
 	st, err := store.New(ctx, cfg.Store, store.WithLogger(log), store.WithRegisterer(reg))
 	if err != nil {
@@ -159,6 +182,7 @@ func serve(ctx context.Context, name string, p parts, cfg *config.Config, cfgPat
 	proc := &process{ctx: ctx, g: g, cfg: cfg, cfgPath: cfgPath, stateDir: stateDir, adminAddr: adminLis.Addr(),
 		log: log, reg: reg, adm: adm, store: st}
 	var servers []*grpc.Server
+	var serving sync.WaitGroup // the gRPC servers, which the admin server outlives
 	if p.authz {
 		srv, err := buildAuthz(proc)
 		if err != nil {
@@ -172,7 +196,8 @@ func serve(ctx context.Context, name string, p parts, cfg *config.Config, cfgPat
 		)
 		srv.Register(gs)
 		servers = append(servers, gs)
-		g.Go(func() error { return gs.Serve(authzLis) })
+		serving.Add(1)
+		g.Go(func() error { defer serving.Done(); return gs.Serve(authzLis) })
 	}
 	if p.xds {
 		xs, err := buildXDS(proc)
@@ -180,27 +205,102 @@ func serve(ctx context.Context, name string, p parts, cfg *config.Config, cfgPat
 			closeAll()
 			return err
 		}
-		g.Go(func() error { return xs.Serve(ctx, xdsLis) })
+		// Closes every xDS stream when ctx ends, so proxies reconnect to
+		// another replica (keeping their last config meanwhile).
+		serving.Add(1)
+		g.Go(func() error { defer serving.Done(); return xs.Serve(ctx, xdsLis) })
 	}
-	g.Go(func() error { return adm.Serve(ctx, adminLis) })
+	// The admin server answers until the gRPC servers are gone: /readyz
+	// says 503 and /healthz 200 through the whole shutdown.
+	adminCtx, endAdmin := context.WithCancel(context.WithoutCancel(ctx))
+	g.Go(func() error { return adm.Serve(adminCtx, adminLis) })
 	g.Go(func() error {
 		<-ctx.Done()
-		for _, gs := range servers {
-			stopGracefully(gs, 10*time.Second)
-		}
+		serving.Wait()
+		endAdmin()
+		return nil
+	})
+	var began time.Time // when shutdown was requested; read after g.Wait
+	g.Go(func() error {
+		began = drainAndStop(requested, ctx, endLife, proc, servers)
 		return nil
 	})
 	fmt.Fprintf(stdout, "gatehouse %s: %s\n", name, strings.Join(banner, ", "))
 	log.Info("gatehouse started", "command", name, "listening", banner)
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if !began.IsZero() {
+		log.Info("stopped", "command", name, "took", time.Since(began).Round(time.Millisecond))
+	}
+	return nil
 }
 
-func stopGracefully(gs *grpc.Server, within time.Duration) {
+// drainAndStop runs the shutdown. Asked to stop (requested ends:
+// SIGTERM/SIGINT), it fails /readyz at once and keeps everything serving
+// for cfg.Shutdown.Delay, so endpoint updates reach kube-proxy and Envoy
+// before the listeners close; then it ends the process's life (ctx): the
+// xDS streams close and each gRPC server stops gracefully, in-flight
+// Checks getting up to cfg.Shutdown.Grace. A second SIGTERM/SIGINT cuts
+// both short. When ctx ends first (a part failed) it only stops the
+// servers. It returns when shutdown was requested, or zero.
+func drainAndStop(requested, ctx context.Context, endLife func(), p *process, servers []*grpc.Server) (began time.Time) {
+	sd, log := p.cfg.Shutdown, p.log
+	select {
+	case <-ctx.Done():
+		for _, gs := range servers {
+			stopGracefully(gs, sd.Grace, nil)
+		}
+		return time.Time{}
+	case <-requested.Done():
+	}
+	began = time.Now()
+	// Registered before /readyz fails, so a second signal is never missed
+	// by anyone who saw it fail.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	now := make(chan struct{})
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case sig := <-again:
+			log.Warn("second signal: stopping now, without waiting for the drain or in-flight calls", "signal", sig.String())
+			close(now)
+		case <-done:
+		}
+	}()
+
+	p.adm.Drain()
+	log.Info("draining: /readyz fails, still serving", "delay", sd.Delay)
+	t := time.NewTimer(sd.Delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-now:
+	case <-ctx.Done(): // a part failed meanwhile
+	}
+	log.Info("stopping: closing xDS streams, ext_authz graceful stop", "drained", time.Since(began).Round(time.Millisecond), "grace", sd.Grace)
+	endLife()
+	for _, gs := range servers {
+		stopGracefully(gs, sd.Grace, now)
+	}
+	return began
+}
+
+// stopGracefully stops gs gracefully (in-flight calls complete, clients get
+// GOAWAY), or at once after within or when now closes.
+func stopGracefully(gs *grpc.Server, within time.Duration, now <-chan struct{}) {
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()
+	t := time.NewTimer(within)
+	defer t.Stop()
 	select {
 	case <-stopped:
-	case <-time.After(within):
+	case <-t.C:
+		gs.Stop()
+	case <-now:
 		gs.Stop()
 	}
 }

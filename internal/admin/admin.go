@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,9 @@ type Server struct {
 	checks  map[string]ReadyFunc
 	infos   map[string]ReadyFunc
 	log     *slog.Logger
+	// draining is set once the process is shutting down: /readyz fails
+	// from then on, whatever the checks say.
+	draining atomic.Bool
 }
 
 // New returns a Server exposing /healthz, /readyz and /metrics from reg.
@@ -67,6 +71,12 @@ func (s *Server) AddInfo(name string, check ReadyFunc) {
 	s.infos[name] = check
 }
 
+// Drain makes /readyz answer 503 from now on, with "shutting_down": true
+// in its body, whatever the checks say: the process is leaving, and load
+// balancers and Kubernetes should stop sending it new work. /healthz keeps
+// answering 200, so a liveness probe does not restart it mid-drain.
+func (s *Server) Drain() { s.draining.Store(true) }
+
 // Handle registers an extra page, e.g. "GET /debug/policy".
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
@@ -97,6 +107,10 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	status, ready := run(checks)
 	body := map[string]any{"ready": ready, "checks": status}
+	if s.draining.Load() {
+		ready = false
+		body["ready"], body["shutting_down"] = false, true
+	}
 	if len(infos) > 0 {
 		body["info"], _ = run(infos)
 	}

@@ -109,3 +109,25 @@ func TestScenarioCrossSiteMutationRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestScenarioDrainFailsReadinessOnly(t *testing.T) {
+	s := New(prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	s.AddReadiness("policy", func() error { return nil })
+	get := func(path string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		s.mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		return rec
+	}
+	if rec := get("/readyz"); rec.Code != 200 || strings.Contains(rec.Body.String(), "shutting_down") {
+		t.Fatalf("readyz before Drain = %d %s", rec.Code, rec.Body)
+	}
+	s.Drain()
+	rec := get("/readyz")
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), `"ready":false`) ||
+		!strings.Contains(rec.Body.String(), `"shutting_down":true`) || !strings.Contains(rec.Body.String(), `"policy":"ok"`) {
+		t.Fatalf("readyz while draining = %d %s", rec.Code, rec.Body)
+	}
+	if rec := get("/healthz"); rec.Code != 200 {
+		t.Fatalf("healthz while draining = %d %s", rec.Code, rec.Body)
+	}
+}

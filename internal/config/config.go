@@ -35,6 +35,42 @@ type Config struct {
 	// Store is the state replicas share (revocations, refresh locks, fleet
 	// certificates): in memory for one replica, Redis for several.
 	Store store.Config `yaml:"store"`
+	// Shutdown paces how the process leaves on SIGTERM or SIGINT.
+	Shutdown Shutdown `yaml:"shutdown"`
+}
+
+// Shutdown is the drain on SIGTERM/SIGINT: /readyz fails at once while
+// everything keeps serving for Delay, so endpoint updates reach kube-proxy
+// and Envoy before the listeners close; then the gRPC servers stop, giving
+// in-flight Checks up to Grace to finish.
+type Shutdown struct {
+	// Delay keeps serving after the signal. Default 0 (stop at once); on
+	// Kubernetes a few seconds (the Helm chart sets 5s).
+	Delay time.Duration `yaml:"delay"`
+	// Grace bounds the graceful stop of the ext_authz server. Default 10s.
+	Grace time.Duration `yaml:"grace"`
+}
+
+// Bounds of shutdown.delay and shutdown.grace.
+const (
+	MaxShutdownDelay = 5 * time.Minute
+	MaxShutdownGrace = 5 * time.Minute
+)
+
+// CheckShutdownDelay reports what is wrong with d as shutdown.delay.
+func CheckShutdownDelay(d time.Duration) error {
+	if d < 0 || d > MaxShutdownDelay {
+		return fmt.Errorf("must be between 0 and %s; got %s", MaxShutdownDelay, d)
+	}
+	return nil
+}
+
+// CheckShutdownGrace reports what is wrong with d as shutdown.grace.
+func CheckShutdownGrace(d time.Duration) error {
+	if d <= 0 || d > MaxShutdownGrace {
+		return fmt.Errorf("must be above 0 and at most %s; got %s", MaxShutdownGrace, d)
+	}
+	return nil
 }
 
 // Listen holds the addresses servers bind.
@@ -223,6 +259,9 @@ func (c *Config) Defaults() {
 	setDefault(&c.Listen.Admin, "127.0.0.1:9901")
 	setDefault(&c.Log.Level, "info")
 	setDefault(&c.Log.Format, "json")
+	if c.Shutdown.Grace == 0 {
+		c.Shutdown.Grace = 10 * time.Second
+	}
 	if c.XDS.TLS.Enabled {
 		setDefault(&c.XDS.TLS.ClientAuth, "require")
 		if len(c.XDS.TLS.DNSNames) == 0 {
@@ -321,6 +360,12 @@ func (c *Config) Validate(p *Problems) {
 	}
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		p.Addf("log.format", "must be json or text; got %q", c.Log.Format)
+	}
+	if err := CheckShutdownDelay(c.Shutdown.Delay); err != nil {
+		p.Addf("shutdown.delay", "%v", err)
+	}
+	if err := CheckShutdownGrace(c.Shutdown.Grace); err != nil {
+		p.Addf("shutdown.grace", "%v", err)
 	}
 	if ca := c.XDS.TLS.ClientAuth; ca != "" && ca != "require" && ca != "none" {
 		p.Addf("xds.tls.client_auth", "must be require or none; got %q", ca)

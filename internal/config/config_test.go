@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseErrors(t *testing.T) {
@@ -184,5 +185,29 @@ func TestStoreSection(t *testing.T) {
 	_, err = Parse[Config]("test.yaml", []byte("store:\n  backend: redis\n  redis:\n    on_down: sideways\n"))
 	if err == nil || !strings.Contains(err.Error(), "test.yaml:4:5: store.redis.on_down") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+func TestShutdownSection(t *testing.T) {
+	c, err := Parse[Config]("test.yaml", []byte("log: {level: info}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Shutdown.Delay != 0 || c.Shutdown.Grace != 10*time.Second {
+		t.Errorf("shutdown defaults = %+v, want delay 0, grace 10s", c.Shutdown)
+	}
+	c, err = Parse[Config]("test.yaml", []byte("shutdown:\n  delay: 5s\n  grace: 20s\n"))
+	if err != nil || c.Shutdown.Delay != 5*time.Second || c.Shutdown.Grace != 20*time.Second {
+		t.Errorf("shutdown = %+v, %v", c.Shutdown, err)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"shutdown:\n  delay: -1s\n", "test.yaml:2:3: shutdown.delay: must be between 0 and 5m0s; got -1s"},
+		{"shutdown:\n  delay: 6m\n", "shutdown.delay: must be between 0 and 5m0s; got 6m0s"},
+		{"shutdown:\n  grace: -1s\n", "test.yaml:2:3: shutdown.grace: must be above 0"},
+		{"shutdown:\n  grace: 1h\n", "shutdown.grace: must be above 0 and at most 5m0s; got 1h0m0s"},
+	} {
+		if _, err := Parse[Config]("test.yaml", []byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want %q", tc.yaml, err, tc.want)
+		}
 	}
 }

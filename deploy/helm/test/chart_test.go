@@ -97,6 +97,8 @@ func TestRenderFails(t *testing.T) {
 		{"pdb blocks drains", []string{"--set", "replicaCount=2,podDisruptionBudget.minAvailable=2"}, "must be below replicaCount"},
 		{"policies nested in config dir", []string{"--set", "policiesDir=/etc/gatehouse/policies"}, "must not be under configDir"},
 		{"bad anti-affinity", []string{"--set", "podAntiAffinity.mode=sometimes"}, "podAntiAffinity.mode must be"},
+		{"pod killed mid-drain", []string{"--set", "terminationGracePeriodSeconds=14"}, "terminationGracePeriodSeconds (14) must be at least"},
+		{"no shutdown grace", []string{"--set", "shutdown.graceSeconds=0"}, "shutdown.graceSeconds 1 to 300"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(helmBin, append([]string{"template", "x", chartDir}, tc.args...)...)
@@ -142,6 +144,7 @@ func TestRender(t *testing.T) {
 			t.Run("redis", func(t *testing.T) { checkRedis(t, r, pod, gh, cfg) })
 			t.Run("config validates", func(t *testing.T) { checkValidates(t, cm) })
 			t.Run("edge bootstrap", func(t *testing.T) { checkEdge(t, r, cm, cfg) })
+			t.Run("shutdown drain", func(t *testing.T) { checkShutdown(t, pod, gh, args) })
 		})
 	}
 }
