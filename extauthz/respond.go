@@ -150,18 +150,18 @@ func (s *Server) allow(req *authv3.CheckRequest, id *identity.Identity, d *polic
 		ok.Headers = make([]*corev3.HeaderValueOption, 0, n)
 	}
 	// Policy headers first, identity headers last: policy cannot forge identity.
-	for _, h := range d.Headers {
-		name := strings.ToLower(h.Name)
+	ok.Headers = hs.appendPolicy(ok.Headers, d.Headers, func(name string) bool {
 		if strings.HasPrefix(name, s.headers.Prefix) {
-			if _, ours := set.get(name); ours {
-				continue
-			}
+			_, ours := set.get(name)
+			return ours
 		}
-		ok.Headers = append(ok.Headers, hs.overwrite(name, h.Value))
-	}
+		return false
+	})
 	for i := range numSlots {
 		if set.isSet(i) {
-			ok.Headers = append(ok.Headers, hs.overwrite(s.slotNames[i], set.vals[i]))
+			// Claims-built values are cut, not refused: one user's long
+			// group list must not break their requests.
+			ok.Headers = append(ok.Headers, hs.overwrite(s.slotNames[i], truncate(set.vals[i], maxHeaderValue)))
 		}
 	}
 	remove := r.remove[:0]
@@ -191,12 +191,12 @@ func (s *Server) allow(req *authv3.CheckRequest, id *identity.Identity, d *polic
 	}
 	ok.HeadersToRemove = remove
 	if len(d.ResponseHeaders) > 0 {
-		ok.ResponseHeadersToAdd = make([]*corev3.HeaderValueOption, 0, len(d.ResponseHeaders))
-		for _, h := range d.ResponseHeaders {
-			ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, hs.overwrite(strings.ToLower(h.Name), h.Value))
-		}
+		ok.ResponseHeadersToAdd = hs.appendPolicy(make([]*corev3.HeaderValueOption, 0, len(d.ResponseHeaders)), d.ResponseHeaders, nil)
 	}
 	ok.QueryParametersToRemove = d.RemoveQueryParams
+	for _, q := range d.SetQueryParams {
+		ok.QueryParametersToSet = append(ok.QueryParametersToSet, &corev3.QueryParameter{Key: q.Key, Value: q.Value})
+	}
 	r.status.Code = int32(code.Code_OK)
 	r.http.OkResponse = ok
 	r.resp.Status, r.resp.HttpResponse = &r.status, &r.http
@@ -303,9 +303,7 @@ func (s *Server) deny(d *policy.Decision, out outcome) *authv3.CheckResponse {
 		}
 		denied.Headers = append(denied.Headers, hs.overwrite("www-authenticate", challenge))
 	}
-	for _, h := range policyHeaders {
-		denied.Headers = append(denied.Headers, hs.overwrite(strings.ToLower(h.Name), h.Value))
-	}
+	denied.Headers = hs.appendPolicy(denied.Headers, policyHeaders, nil)
 	grpcCode := code.Code_PERMISSION_DENIED
 	if status == http.StatusUnauthorized {
 		grpcCode = code.Code_UNAUTHENTICATED
@@ -475,29 +473,63 @@ func newHeaderOptions(n int) headerOptions {
 // overwrite is overwrite(k, v) from the block (a fresh allocation once the
 // block is used up).
 func (h *headerOptions) overwrite(k, v string) *corev3.HeaderValueOption {
+	return h.option(k, v, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
+}
+
+func (h *headerOptions) option(k, v string, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
 	if len(h.free) == 0 {
-		return overwrite(k, v)
+		return newHeaderOption(k, v, action)
 	}
 	o := &h.free[0]
 	h.free = h.free[1:]
 	o.val.Key, o.val.Value = k, cleanHeaderValue(v)
-	o.opt.Header, o.opt.AppendAction = &o.val, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+	o.opt.Header, o.opt.AppendAction = &o.val, action
 	return &o.opt
 }
 
-func overwrite(k, v string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: k, Value: cleanHeaderValue(v)},
-		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+// appendPolicy appends a policy's headers to dst, names lower-cased, except
+// those skip refuses. A name's first value replaces what the request (or
+// response) has, so a policy header is never merged with a client's forged
+// one; its later values are added beside it, as opa-envoy-plugin sends
+// every value of an array.
+func (h *headerOptions) appendPolicy(dst []*corev3.HeaderValueOption, headers []policy.Header, skip func(name string) bool) []*corev3.HeaderValueOption {
+	for i, ph := range headers {
+		name := strings.ToLower(ph.Name)
+		if skip != nil && skip(name) {
+			continue
+		}
+		action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		for _, prev := range headers[:i] {
+			if strings.EqualFold(prev.Name, ph.Name) {
+				action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+				break
+			}
+		}
+		dst = append(dst, h.option(name, ph.Value, action))
 	}
+	return dst
+}
+
+func overwrite(k, v string) *corev3.HeaderValueOption {
+	return newHeaderOption(k, v, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
+}
+
+func newHeaderOption(k, v string, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: cleanHeaderValue(v)}, AppendAction: action}
+}
+
+// truncate cuts v to at most n bytes.
+func truncate(v string, n int) string {
+	if len(v) > n {
+		return v[:n]
+	}
+	return v
 }
 
 // cleanHeaderValue drops bytes Envoy rejects in header values (CR, LF, NUL
-// and other controls): a claim must not be able to inject a header.
+// and other controls): a claim must not be able to inject a header. It
+// does not shorten: a cut token or cookie is a corrupt one.
 func cleanHeaderValue(v string) string {
-	if len(v) > maxHeaderValue {
-		v = v[:maxHeaderValue]
-	}
 	if headerValueClean(v) {
 		return v
 	}

@@ -156,8 +156,5 @@ func (s *Server) addLoginHeaders(req *authv3.CheckRequest, ls *loginState, resp 
 // appendHeader adds a header without replacing one of the same name:
 // several Set-Cookie headers must all reach the browser.
 func appendHeader(k, v string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: k, Value: cleanHeaderValue(v)},
-		AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD,
-	}
+	return newHeaderOption(k, v, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD)
 }

@@ -32,6 +32,17 @@ type Header struct {
 	Value string `json:"value"`
 }
 
+// QueryParam is one query parameter to set.
+type QueryParam struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// MaxHeaderValueBytes bounds one header value or query parameter a policy
+// returns. Values are passed whole (a cut token is a corrupt one), so the
+// bound refuses the result instead: a policy returning more has a bug.
+const MaxHeaderValueBytes = 32 << 10
+
 // Decision is the outcome of one evaluation, in opa-envoy-plugin's result
 // vocabulary. A zero Decision denies.
 type Decision struct {
@@ -43,6 +54,8 @@ type Decision struct {
 	RemoveHeaders []string `json:"request_headers_to_remove,omitempty"`
 	// RemoveQueryParams: removed from the upstream request when allowed.
 	RemoveQueryParams []string `json:"query_parameters_to_remove,omitempty"`
+	// SetQueryParams: set on the upstream request when allowed.
+	SetQueryParams []QueryParam `json:"query_parameters_to_set,omitempty"`
 	// ResponseHeaders: added to the response sent downstream.
 	ResponseHeaders []Header `json:"response_headers_to_add,omitempty"`
 	// Body and HTTPStatus shape the denial response; HTTPStatus is 0 when the
@@ -110,6 +123,13 @@ func parseObject(r map[string]any, d *Decision) error {
 	if out.RemoveQueryParams, err = stringsField(r, "query_parameters_to_remove"); err != nil {
 		return err
 	}
+	qs, err := headersField(r, "query_parameters_to_set")
+	if err != nil {
+		return err
+	}
+	for _, q := range qs {
+		out.SetQueryParams = append(out.SetQueryParams, QueryParam{Key: q.Name, Value: q.Value})
+	}
 	if out.Body, err = stringField(r, "body"); err != nil {
 		return err
 	}
@@ -144,40 +164,74 @@ func parseObject(r map[string]any, d *Decision) error {
 	return nil
 }
 
-// headersField accepts {"name": "v"} or {"name": ["v1", "v2"]}; names are
-// emitted sorted so responses are deterministic.
+// headersField accepts {"name": "v"} or {"name": ["v1", "v2"]}, or an array
+// of such objects (opa-envoy-plugin's form for repeating a name across
+// objects). Within an object names are emitted sorted, so responses are
+// deterministic; objects keep their order.
 func headersField(r map[string]any, key string) ([]Header, error) {
 	v, ok := r[key]
 	if !ok {
 		return nil, nil
 	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("%w: %q is %s, want object", ErrInvalidResult, key, typeName(v))
+	switch x := v.(type) {
+	case map[string]any:
+		return appendHeaders(nil, key, x)
+	case []any:
+		var hs []Header
+		for i, e := range x {
+			m, ok := e.(map[string]any)
+			if !ok {
+				return nil, fmt.Errorf("%w: %q[%d] is %s, want object", ErrInvalidResult, key, i, typeName(e))
+			}
+			var err error
+			if hs, err = appendHeaders(hs, key, m); err != nil {
+				return nil, err
+			}
+		}
+		return hs, nil
 	}
+	return nil, fmt.Errorf("%w: %q is %s, want object or array of objects", ErrInvalidResult, key, typeName(v))
+}
+
+// appendHeaders appends the name → value(s) pairs of m to hs, names sorted.
+func appendHeaders(hs []Header, key string, m map[string]any) ([]Header, error) {
 	names := make([]string, 0, len(m))
 	for name := range m {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	var hs []Header
+	add := func(name string, s string) error {
+		if len(s) > MaxHeaderValueBytes {
+			return fmt.Errorf("%w: %q value of %q is %d bytes, over %d", ErrInvalidResult, key, name, len(s), MaxHeaderValueBytes)
+		}
+		hs = append(hs, Header{Name: name, Value: s})
+		return nil
+	}
 	for _, name := range names {
 		if name == "" || strings.ContainsAny(name, "\r\n\x00") {
-			return nil, fmt.Errorf("%w: %q has invalid header name %q", ErrInvalidResult, key, name)
+			what := "header name"
+			if key == "query_parameters_to_set" {
+				what = "parameter name"
+			}
+			return nil, fmt.Errorf("%w: %q has invalid %s %q", ErrInvalidResult, key, what, name)
 		}
 		switch hv := m[name].(type) {
 		case string:
-			hs = append(hs, Header{Name: name, Value: hv})
+			if err := add(name, hv); err != nil {
+				return nil, err
+			}
 		case []any:
 			for _, e := range hv {
 				s, ok := e.(string)
 				if !ok {
-					return nil, fmt.Errorf("%w: %q header %q has %s value, want string", ErrInvalidResult, key, name, typeName(e))
+					return nil, fmt.Errorf("%w: %q value of %q is %s, want string", ErrInvalidResult, key, name, typeName(e))
 				}
-				hs = append(hs, Header{Name: name, Value: s})
+				if err := add(name, s); err != nil {
+					return nil, err
+				}
 			}
 		default:
-			return nil, fmt.Errorf("%w: %q header %q is %s, want string or array of strings", ErrInvalidResult, key, name, typeName(hv))
+			return nil, fmt.Errorf("%w: %q value of %q is %s, want string or array of strings", ErrInvalidResult, key, name, typeName(hv))
 		}
 	}
 	return hs, nil

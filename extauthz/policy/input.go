@@ -387,10 +387,13 @@ func parseBody(headers map[string]string, body string, raw []byte, maxBytes int,
 		}
 		return valuesObject(q, readsAll), false, nil
 	}
+	// One JSON value and nothing after it, whether or not the policy reads
+	// it (ValueFromReader alone stops after the first value): the answer
+	// must not depend on what the policy reads.
+	if !json.Valid([]byte(body)) {
+		return nil, false, errors.New("invalid JSON body")
+	}
 	if !build {
-		if !json.Valid([]byte(body)) {
-			return nil, false, errors.New("invalid JSON body")
-		}
 		return ast.NullValue, false, nil
 	}
 	v, err := ast.ValueFromReader(strings.NewReader(body))
