@@ -133,9 +133,7 @@ func parseObject(r map[string]any, d *Decision) error {
 	if out.Body, err = stringField(r, "body"); err != nil {
 		return err
 	}
-	if out.Reason, err = stringField(r, "reason"); err != nil {
-		return err
-	}
+	out.Reason = reasonField(r)
 	if v, ok := r["http_status"]; ok {
 		n, ok := v.(json.Number)
 		if !ok {
@@ -235,6 +233,31 @@ func appendHeaders(hs []Header, key string, m map[string]any) ([]Header, error) 
 		}
 	}
 	return hs, nil
+}
+
+// maxReason bounds the reason a decision log carries.
+const maxReason = 1024
+
+// reasonField is the policy's "reason" for the decision log: a string, or
+// the JSON of any other value. It is not opa-envoy-plugin's key, and its
+// policies return arbitrary values under it, so no shape is refused.
+func reasonField(r map[string]any) string {
+	v, ok := r["reason"]
+	if !ok {
+		return ""
+	}
+	s, ok := v.(string)
+	if !ok {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return ""
+		}
+		s = string(b)
+	}
+	if len(s) > maxReason {
+		s = s[:maxReason]
+	}
+	return s
 }
 
 func stringsField(r map[string]any, key string) ([]string, error) {
