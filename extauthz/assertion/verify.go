@@ -129,6 +129,7 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig, opts ...jwt.Option) (*
 		Issuer:     cfg.Issuer,
 		Audiences:  auds,
 		Kind:       identity.KindUser, // replaced by the kind claim
+		Type:       TokenType,
 		Algorithms: []string{"ES256"},
 		JWKSURI:    cfg.JWKSURI,
 		ClockSkew:  skew,

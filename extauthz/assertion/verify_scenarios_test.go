@@ -10,6 +10,7 @@ import (
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"math/big"
 	"strings"
 	"testing"
@@ -303,6 +304,39 @@ func TestScenarioFailuresBeforeMisuse(t *testing.T) {
 			if !errorsAs(err, &ae) || ae.Misuse() {
 				t.Errorf("%s at %+v: %v reported as misuse", name, hop, err)
 			}
+		}
+	}
+}
+
+// A token the assertion keys signed without the assertion's typ (RFC 8725
+// explicit typing) is not an assertion: refused as invalid (401), never as
+// misuse.
+func TestScenarioVerifyRequiresAssertionType(t *testing.T) {
+	e := newEnv(t)
+	good := e.mint(t, "orders", alice("reader"))
+	payload := strings.Split(good, ".")[1]
+	kid, priv, err := e.keys.signer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []string{"JWT", "at+jwt", ""} {
+		h := map[string]string{"alg": "ES256", "kid": kid}
+		if typ != "" {
+			h["typ"] = typ
+		}
+		si := base64.RawURLEncoding.EncodeToString(mustMarshal(t, h)) + "." + payload
+		sum := sha256.Sum256([]byte(si))
+		r, s, err := ecdsa.Sign(rand.Reader, priv, sum[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig := make([]byte, 64)
+		r.FillBytes(sig[:32])
+		s.FillBytes(sig[32:])
+		_, err = e.ver.Verify(context.Background(), si+"."+base64.RawURLEncoding.EncodeToString(sig), Hop{Service: "orders", Peer: edge})
+		var ae *Error
+		if !errors.As(err, &ae) || ae.Reason != Reason(jwt.ReasonWrongType) || ae.Misuse() {
+			t.Errorf("typ %q: err %v, want %s (not misuse)", typ, err, jwt.ReasonWrongType)
 		}
 	}
 }

@@ -19,6 +19,7 @@ const (
 	kidHeader      = "kid"
 	algHeader      = "alg"
 	critHeader     = "crit"
+	typHeader      = "typ"
 	compactPartSep = '.'
 )
 
@@ -26,6 +27,7 @@ const (
 type joseHeader struct {
 	Alg     string
 	Kid     string   // "" when absent
+	Typ     string   // "" when absent
 	X5T     []byte   // SHA-1 thumbprint (decoded), nil when absent
 	X5TS256 []byte   // SHA-256 thumbprint (decoded), nil when absent
 	X5C     [][]byte // DER certificates, leaf first; nil when absent
@@ -154,6 +156,13 @@ func readHeader(raw map[string]any) (joseHeader, error) {
 			return h, fail(ReasonMalformed, "header kid is not a string")
 		}
 		h.Kid = s
+	}
+	if v, ok := raw[typHeader]; ok {
+		s, ok := v.(string)
+		if !ok {
+			return h, fail(ReasonMalformed, "header typ is not a string")
+		}
+		h.Typ = s
 	}
 	var err error
 	if h.X5T, err = thumbprintHeader(raw, x5tHeader, sha1Len); err != nil {

@@ -18,6 +18,7 @@ const (
 	ReasonDuplicateKey     Reason = "duplicate_key"        // a JSON member name repeats in header or claims
 	ReasonAlgNotAllowed    Reason = "alg_not_allowed"      // none, HMAC, unknown, or not in the issuer's allow-list
 	ReasonForbiddenHeader  Reason = "forbidden_header"     // jku, x5u, jwk, b64, enc or zip present
+	ReasonWrongType        Reason = "wrong_type"           // typ is not the issuer's IssuerConfig.Type
 	ReasonUnsupportedCrit  Reason = "unsupported_crit"     // crit present: no extension is understood
 	ReasonUnknownIssuer    Reason = "unknown_issuer"       // iss missing or not configured
 	ReasonStrategyDisabled Reason = "strategy_not_enabled" // the header asks for a key source the issuer does not allow

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,10 @@ type IssuerConfig struct {
 	// Kind says whether tokens from this issuer identify users (default) or
 	// services.
 	Kind identity.Kind
+	// Type, when set, is the typ header every token must carry (RFC 8725
+	// §3.11 explicit typing: a token minted for another purpose by the same
+	// keys is refused). Compared case-insensitively, "application/" optional.
+	Type string
 	// Algorithms is the allow-list for the header alg; default RS256, ES256.
 	// Only RS256/384/512, PS256/384/512, ES256/384/512 and EdDSA (or Ed25519)
 	// are accepted; "none" and HMAC can never be configured.
@@ -445,6 +450,9 @@ func (v *Verifier) verifyForIssuer(ctx context.Context, ic *issuer, c *compactJW
 	if !ic.algs[h.Alg] {
 		return nil, fail(ReasonAlgNotAllowed, "alg %s is not allowed for this issuer", h.Alg)
 	}
+	if ic.cfg.Type != "" && !sameMediaType(h.Typ, ic.cfg.Type) {
+		return nil, fail(ReasonWrongType, "typ is not %s", ic.cfg.Type)
+	}
 
 	// Key selection by header, in order of specificity. A token carrying
 	// several hints is judged by the first; the others are not consulted.
@@ -577,4 +585,16 @@ func (v *Verifier) Close() error {
 	}
 	v.wg.Wait()
 	return nil
+}
+
+// sameMediaType compares JOSE typ values: case-insensitively, with the
+// "application/" prefix RFC 7515 §4.1.9 lets a typ leave out.
+func sameMediaType(a, b string) bool {
+	trim := func(s string) string {
+		if len(s) > len("application/") && strings.EqualFold(s[:len("application/")], "application/") {
+			return s[len("application/"):]
+		}
+		return s
+	}
+	return strings.EqualFold(trim(a), trim(b))
 }

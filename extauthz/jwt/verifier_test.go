@@ -431,3 +431,39 @@ func TestEmailVerified(t *testing.T) {
 		})
 	}
 }
+
+// An issuer with a Type accepts only tokens whose typ names it (RFC 8725
+// §3.11), so a token its keys signed for another purpose is refused.
+func TestExplicitType(t *testing.T) {
+	a := ecTestKey(t, "a", "ES256", elliptic.P256())
+	idp := newTestIdP(t, a)
+	typed := jwksIssuer(idp)
+	typed.Type = "example-assertion+jwt"
+	for _, tc := range []struct {
+		name  string
+		typ   any // nil: no typ header
+		typed bool
+		want  Reason
+	}{
+		{"exact", "example-assertion+jwt", true, ""},
+		{"case and application/ prefix", "Application/Example-Assertion+JWT", true, ""},
+		{"plain JWT", "JWT", true, ReasonWrongType},
+		{"absent", nil, true, ReasonWrongType},
+		{"prefix only", "application/", true, ReasonWrongType},
+		{"not a string", 1, true, ReasonMalformed},
+		{"untyped issuer takes any typ", "example-assertion+jwt", false, ""},
+		{"untyped issuer, no typ", nil, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := jwksIssuer(idp)
+			if tc.typed {
+				cfg = typed
+			}
+			j := jwksTestWith(t, idp, []IssuerConfig{cfg}, WithCache(0, 0))
+			_, err := j.verify(a.token(t, j.claims(), map[string]any{"typ": tc.typ}))
+			if ReasonOf(err) != tc.want {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
