@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/print"
 
 	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
@@ -341,7 +343,7 @@ func (e *Engine) evaluate(ctx context.Context, cur *revision, input ast.Value) (
 		rego.EvalPrintHook(printHook{ctx: ctx, logger: e.logger, decisionID: id}),
 	)
 	if err != nil {
-		return e.failed(ctx, id, cur.id, fmt.Errorf("%w: %w", ErrEval, err))
+		return e.failed(ctx, id, cur.id, evalError(err))
 	}
 	switch {
 	case len(rs) == 0 || len(rs[0].Expressions) == 0:
@@ -359,6 +361,25 @@ func (e *Engine) evaluate(ctx context.Context, cur *revision, input ast.Value) (
 func (e *Engine) failed(ctx context.Context, id, rev string, err error) (*Decision, error) {
 	e.logger.WarnContext(ctx, "request denied: policy did not decide", "decision_id", id, "revision", rev, "error", err)
 	return deny(id, rev, err.Error()), err
+}
+
+// evalError is err as it may be logged and put in the decision log. A
+// builtin's or type error's message quotes its arguments (to_number:
+// parsing "Basic …"), which may be request data such as credentials, so
+// only the code, the builtin's name and the policy location are kept.
+func evalError(err error) error {
+	var te *topdown.Error
+	if !errors.As(err, &te) || (te.Code != topdown.BuiltinErr && te.Code != topdown.TypeErr) {
+		return fmt.Errorf("%w: %w", ErrEval, err)
+	}
+	msg := te.Code
+	if name, _, ok := strings.Cut(te.Message, ":"); ok && !strings.ContainsAny(name, " \"'") {
+		msg += ": " + name
+	}
+	if te.Location != nil {
+		msg += " at " + te.Location.String()
+	}
+	return fmt.Errorf("%w: %s (message withheld: it may quote request data)", ErrEval, msg)
 }
 
 // printHook sends Rego print() output to the log, tagged with the decision.

@@ -200,7 +200,7 @@ func TestFailClosed(t *testing.T) {
 		{name: "undefined", policy: "package envoy.authz\n\nallow if input.never\n", wantErr: ErrUndefined, reason: "undefined"},
 		{name: "no such rule", policy: "package other\n\nx := 1\n", wantErr: ErrUndefined, reason: "undefined"},
 		{name: "strict builtin error", policy: "package envoy.authz\n\nallow if to_number(input.user) > 0\n", wantErr: ErrEval, reason: "to_number"},
-		{name: "division by zero", policy: "package envoy.authz\n\nallow if 1 / input.zero > 0\n", wantErr: ErrEval, reason: "divide by zero"},
+		{name: "division by zero", policy: "package envoy.authz\n\nallow if 1 / input.zero > 0\n", wantErr: ErrEval, reason: "eval_builtin_error: div at "},
 		{name: "conflicting outputs", policy: "package envoy.authz\n\nallow := true if input.user\nallow := false if input.user\n", wantErr: ErrEval, reason: "conflict"},
 		{name: "string result", policy: "package envoy.authz\n\nallow := \"yes\"\n", wantErr: ErrInvalidResult, reason: "string"},
 		{name: "number result", policy: "package envoy.authz\n\nallow := 1\n", wantErr: ErrInvalidResult, reason: "number"},

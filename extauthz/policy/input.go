@@ -117,7 +117,8 @@ func buildInput(req *authv3.CheckRequest, id *identity.Identity, r *reads, cfg *
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	parsedPath, parsedQuery, err := parsePathAndQuery(httpReq.GetPath(), r.child("parsed_path"), r.child("parsed_query"))
 	if err != nil {
-		return nil, fmt.Errorf("policy/input.go: request path %q: %w", httpReq.GetPath(), err)
+		// The path without its query: a query may carry a token.
+		return nil, fmt.Errorf("policy/input.go: request path %q: %w", pathForLog(httpReq.GetPath()), err)
 	}
 	if parsedPath != nil {
 		input.Insert(ast.InternedTerm("parsed_path"), ast.NewTerm(parsedPath))
@@ -265,6 +266,16 @@ func jsonValue(v any, r *reads) (ast.Value, error) {
 		// Anything else (a claim set built in code): the generic path.
 		return ast.InterfaceToValue(x)
 	}
+}
+
+// pathForLog is path without its query string, at most 256 bytes: what
+// the decision log shows of a path.
+func pathForLog(path string) string {
+	path, _, _ = strings.Cut(path, "?")
+	if len(path) > 256 {
+		path = path[:256] + "…"
+	}
+	return path
 }
 
 // decodable runs the checks buildInput makes whatever the policy reads (a
