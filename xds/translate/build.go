@@ -34,6 +34,33 @@ import (
 
 const connectTimeout = 5 * time.Second
 
+// Limits from Envoy's "Configuring Envoy as an edge proxy" best practices
+// (configuration/best_practices/edge). Envoy's defaults suit a mesh, where
+// every peer is a trusted proxy; the edge faces the internet, so it bounds
+// what one client can make it buffer or hold open.
+const (
+	// edgeBufferLimit is per_connection_buffer_limit_bytes of the edge's
+	// listener and of its clusters (Envoy's default is 1 MiB).
+	edgeBufferLimit = 32 << 10
+	// envoyDefaultBufferLimit is Envoy's own default, made explicit on the
+	// sidecar inbound listener so a large with_request_body still fits.
+	envoyDefaultBufferLimit = 1 << 20
+	// HTTP/2 towards clients and the edge's HTTP/2 upstreams.
+	edgeMaxConcurrentStreams = 100
+	edgeStreamWindow         = 64 << 10
+	edgeConnectionWindow     = 1 << 20
+	// connectionIdleTimeout closes a downstream connection with no active
+	// stream; streamIdleTimeout resets a stream that moves no bytes. Both
+	// equal Envoy's defaults and are spelled out so a change is deliberate.
+	// request_timeout (whole request) stays off: it would cut gRPC streams
+	// and long downloads routed through the edge.
+	connectionIdleTimeout = time.Hour
+	streamIdleTimeout     = 5 * time.Minute
+	// requestHeadersTimeout bounds how long a client may take to send its
+	// headers (slowloris); Envoy's default is no limit.
+	requestHeadersTimeout = 10 * time.Second
+)
+
 // builder holds what one translation shares between nodes.
 type builder struct {
 	m *config.Mesh
@@ -271,6 +298,9 @@ type upstream struct {
 	// peerID, when set, makes the hop mTLS: present clientID's certificate
 	// and require the peer to be peerID.
 	peerID, clientID string
+	// edge applies the edge-proxy limits (buffer and HTTP/2 windows) of
+	// Envoy's best practices: the edge's own clusters.
+	edge bool
 }
 
 // cluster builds an upstream's cluster and, for EDS, its load assignment.
@@ -303,11 +333,19 @@ func (b *builder) cluster(n *node, u upstream, f flavour) error {
 		c.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
 		c.LoadAssignment = cla
 	}
+	if u.edge && f == forEnvoy {
+		c.PerConnectionBufferLimitBytes = wrapperspb.UInt32(edgeBufferLimit)
+	}
 	if u.http2 && f == forEnvoy {
+		h2 := &corev3.Http2ProtocolOptions{}
+		if u.edge {
+			h2.InitialStreamWindowSize = wrapperspb.UInt32(edgeStreamWindow)
+			h2.InitialConnectionWindowSize = wrapperspb.UInt32(edgeConnectionWindow)
+		}
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{
 			httpProtocolOptionsKey: b.toAny(&httpv3.HttpProtocolOptions{
 				UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-					ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+					ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: h2},
 				}},
 			}),
 		}
@@ -339,7 +377,7 @@ func envoyUpstreamTLS(u upstream, n *node) *tlsv3.UpstreamTlsContext {
 	n.useWorkload(u.clientID)
 	n.useTrustBundle()
 	return &tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
-		TlsParams:                      tlsParams(),
+		TlsParams:                      meshTLSParams(),
 		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sds(WorkloadSecretName(u.clientID))},
 		AlpnProtocols:                  []string{alpn},
 		ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
@@ -368,8 +406,21 @@ func grpcUpstreamTLS(peerID string) *tlsv3.UpstreamTlsContext {
 	}}
 }
 
-func tlsParams() *tlsv3.TlsParameters {
+// publicTLSParams is the edge's listener: TLS 1.2 or later, as public
+// clients may not all speak 1.3 (Envoy's server maximum is 1.3).
+func publicTLSParams() *tlsv3.TlsParameters {
 	return &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2}
+}
+
+// meshTLSParams is every mTLS hop inside the mesh, where both ends are
+// Gatehouse's (sidecar or edge Envoy, grpc-go via certificate providers):
+// TLS 1.3 only. The maximum is set too: Envoy's client maximum defaults
+// to 1.2, and a minimum above the maximum would not connect at all.
+func meshTLSParams() *tlsv3.TlsParameters {
+	return &tlsv3.TlsParameters{
+		TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
+		TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
+	}
 }
 
 func (n *node) useWorkload(id string) {
@@ -387,7 +438,7 @@ func (b *builder) serviceCluster(n *node, service, clientID string, f flavour) e
 	if svc == nil {
 		return fmt.Errorf("translate: node %s: unknown service %q", n.id, service)
 	}
-	u := upstream{name: ServiceClusterName(svc.Name), endpoints: svc.Endpoints, http2: svc.Protocol == config.ProtocolHTTP2}
+	u := upstream{name: ServiceClusterName(svc.Name), endpoints: svc.Endpoints, http2: svc.Protocol == config.ProtocolHTTP2, edge: n.role == RoleEdge}
 	if svc.MTLS {
 		u.peerID, u.clientID = b.m.ServiceSPIFFEID(svc.Name), clientID
 	}
@@ -421,8 +472,11 @@ func (b *builder) hcm(statPrefix, routeName string, filters []*hcmv3.HttpFilter)
 //     URLs behind clients' backs);
 //   - the host's port is ignored for virtual host matching;
 //   - headers with underscores are dropped (some frameworks read
-//     x_gatehouse_subject as x-gatehouse-subject);
-//   - the peer address, not X-Forwarded-For, is the client address.
+//     x_gatehouse_subject as x-gatehouse-subject); hardenEdge rejects them;
+//   - the peer address, not X-Forwarded-For, is the client address
+//     (xff_num_trusted_hops stays 0: nothing in front is trusted);
+//   - slow or idle clients are cut off (request headers, idle stream,
+//     idle connection timeouts).
 func harden(h *hcmv3.HttpConnectionManager, normalize, merge bool) {
 	h.UseRemoteAddress = wrapperspb.Bool(true)
 	h.NormalizePath = wrapperspb.Bool(normalize)
@@ -430,13 +484,48 @@ func harden(h *hcmv3.HttpConnectionManager, normalize, merge bool) {
 	h.PathWithEscapedSlashesAction = hcmv3.HttpConnectionManager_REJECT_REQUEST
 	h.StripPortMode = &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true}
 	h.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE
-	h.RequestHeadersTimeout = durationpb.New(10 * time.Second)
+	h.RequestHeadersTimeout = durationpb.New(requestHeadersTimeout)
+	h.StreamIdleTimeout = durationpb.New(streamIdleTimeout)
 	h.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{
+		IdleTimeout:                  durationpb.New(connectionIdleTimeout),
 		HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_DROP_HEADER,
 	}
 }
 
-func (b *builder) listener(name, addr string, h *hcmv3.HttpConnectionManager, ts *tlsv3.DownstreamTlsContext) (*listenerv3.Listener, error) {
+// hardenEdge adds what Envoy's edge best practices ask of a listener that
+// faces the internet, on top of harden:
+//   - a request with an underscore in a header name is refused (400), not
+//     just stripped: the best practice, and no legitimate browser or API
+//     client needs one;
+//   - HTTP/2 clients get at most 100 concurrent streams and 64 KiB stream /
+//     1 MiB connection windows (Envoy's defaults: 1024 streams, 16 MiB
+//     and 24 MiB windows), bounding what one connection can pin.
+func hardenEdge(h *hcmv3.HttpConnectionManager) {
+	h.CommonHttpProtocolOptions.HeadersWithUnderscoresAction = corev3.HttpProtocolOptions_REJECT_REQUEST
+	h.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{
+		MaxConcurrentStreams:        wrapperspb.UInt32(edgeMaxConcurrentStreams),
+		InitialStreamWindowSize:     wrapperspb.UInt32(edgeStreamWindow),
+		InitialConnectionWindowSize: wrapperspb.UInt32(edgeConnectionWindow),
+	}
+}
+
+// listenerBufferLimit is per_connection_buffer_limit_bytes for a listener
+// whose normal limit is floor. It is also the limit of each HTTP request
+// body a filter buffers, and ext_authz with allow_partial buffers up to
+// max_bytes within it (only without allow_partial does ext_authz raise
+// the limit itself): a smaller limit would answer 413 to bodies between
+// the two instead of sending the first max_bytes. So it never goes below
+// mesh.authz.with_request_body.max_bytes.
+func (b *builder) listenerBufferLimit(floor uint32) uint32 {
+	if rb := b.m.Authz.WithRequestBody; rb != nil && rb.MaxBytes > floor {
+		return rb.MaxBytes
+	}
+	return floor
+}
+
+// listener builds a one-filter-chain listener; bufferLimit, when not 0, is
+// its per_connection_buffer_limit_bytes.
+func (b *builder) listener(name, addr string, h *hcmv3.HttpConnectionManager, ts *tlsv3.DownstreamTlsContext, bufferLimit uint32) (*listenerv3.Listener, error) {
 	a, err := socketAddress(addr)
 	if err != nil {
 		return nil, fmt.Errorf("translate: listener %s: %w", name, err)
@@ -451,7 +540,11 @@ func (b *builder) listener(name, addr string, h *hcmv3.HttpConnectionManager, ts
 			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: b.toAny(ts)},
 		}
 	}
-	return intern(b, &listenerv3.Listener{Name: name, Address: a, FilterChains: []*listenerv3.FilterChain{fc}}), nil
+	l := &listenerv3.Listener{Name: name, Address: a, FilterChains: []*listenerv3.FilterChain{fc}}
+	if bufferLimit != 0 {
+		l.PerConnectionBufferLimitBytes = wrapperspb.UInt32(bufferLimit)
+	}
+	return intern(b, l), nil
 }
 
 func (b *builder) edge(e *config.Edge) (*node, error) {
@@ -492,14 +585,15 @@ func (b *builder) edge(e *config.Edge) (*node, error) {
 
 	h := b.hcm("edge_"+e.Name, rc.GetName(), b.authzFilters)
 	harden(h, config.Enabled(e.NormalizePath), config.Enabled(e.MergeSlashes))
+	hardenEdge(h)
 	secret := EdgeServerSecretName(e.TLS.Cert)
 	n.secrets[secret] = SecretSpec{Name: secret, Kind: SecretEdgeServer, DNSNames: slices.Clone(e.TLS.DNSNames)}
 	ts := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
-		TlsParams:                      tlsParams(),
+		TlsParams:                      publicTLSParams(),
 		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sds(secret)},
 		AlpnProtocols:                  []string{"h2", "http/1.1"},
 	}}
-	l, err := b.listener(EdgeListenerName, e.Listen, h, ts)
+	l, err := b.listener(EdgeListenerName, e.Listen, h, ts, b.listenerBufferLimit(edgeBufferLimit))
 	if err != nil {
 		return nil, err
 	}
@@ -547,13 +641,13 @@ func (b *builder) sidecar(s *config.Sidecar) (*node, error) {
 	ts := &tlsv3.DownstreamTlsContext{
 		RequireClientCertificate: wrapperspb.Bool(true),
 		CommonTlsContext: &tlsv3.CommonTlsContext{
-			TlsParams:                      tlsParams(),
+			TlsParams:                      meshTLSParams(),
 			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sds(WorkloadSecretName(id))},
 			ValidationContextType:          &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{ValidationContextSdsSecretConfig: sds(TrustBundleSecretName)},
 			AlpnProtocols:                  []string{"h2", "http/1.1"},
 		},
 	}
-	l, err := b.listener(InboundListenerName, s.Listen, h, ts)
+	l, err := b.listener(InboundListenerName, s.Listen, h, ts, b.listenerBufferLimit(envoyDefaultBufferLimit))
 	if err != nil {
 		return nil, err
 	}
@@ -576,7 +670,7 @@ func (b *builder) sidecar(s *config.Sidecar) (*node, error) {
 			Routes: []*routev3.Route{{Match: pathMatch("/"), Action: toCluster(ServiceClusterName(o.Service))}},
 		}}})
 		put(n.routes, orc)
-		ol, err := b.listener(OutboundListenerName(o.Service), o.Listen, b.hcm("outbound_"+o.Service, orc.GetName(), b.outboundFilters), nil)
+		ol, err := b.listener(OutboundListenerName(o.Service), o.Listen, b.hcm("outbound_"+o.Service, orc.GetName(), b.outboundFilters), nil, 0)
 		if err != nil {
 			return nil, err
 		}

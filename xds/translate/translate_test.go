@@ -325,6 +325,12 @@ func TestExtAuthzFilter(t *testing.T) {
 		if ea.GetTransportApiVersion().String() != "V3" || ea.GetFailureModeAllow() || !ea.GetIncludePeerCertificate() {
 			t.Errorf("%s: ext_authz = %v", id, ea)
 		}
+		// Fail closed, and say an unreachable authorizer is an outage (503),
+		// not a denial. Routes do not match on what ext_authz adds, so the
+		// route cache is not cleared.
+		if ea.GetStatusOnError().GetCode() != 503 || ea.GetClearRouteCache() {
+			t.Errorf("%s: status_on_error=%v clear_route_cache=%v", id, ea.GetStatusOnError(), ea.GetClearRouteCache())
+		}
 		if b := ea.GetWithRequestBody(); b.GetMaxRequestBytes() != 8192 || !b.GetAllowPartialMessage() {
 			t.Errorf("%s: with_request_body = %v", id, b)
 		}
