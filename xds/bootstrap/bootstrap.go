@@ -16,6 +16,9 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
+	downstreamconnsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
+	fixedheapv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -46,7 +49,35 @@ type Options struct {
 	// AdminAddress is the admin listener, ip:port; default "127.0.0.1:9901".
 	// Keep it on loopback: admin can stop the proxy.
 	AdminAddress string
+	// MaxDownstreamConnections caps the proxy's open downstream connections
+	// across all listeners (overload manager); default
+	// DefaultMaxDownstreamConnections.
+	MaxDownstreamConnections int64
+	// MaxHeapBytes is the heap size the overload manager measures against:
+	// at 95% Envoy releases free memory, at 98% it answers new requests
+	// with 503 instead of running out of memory. Default
+	// DefaultMaxHeapBytes; set it a little under the container's memory
+	// limit.
+	MaxHeapBytes uint64
 }
+
+// Overload manager defaults, from Envoy's edge proxy best practices
+// (configuration/best_practices/edge). Without a connection limit Envoy
+// accepts connections until it runs out of file descriptors or memory,
+// and warns at start that none is configured.
+const (
+	DefaultMaxDownstreamConnections = 50000
+	DefaultMaxHeapBytes             = 2 << 30
+	// Resource monitor names as Envoy registers them.
+	DownstreamConnectionsMonitor = "envoy.resource_monitors.global_downstream_max_connections"
+	FixedHeapMonitor             = "envoy.resource_monitors.fixed_heap"
+	// Overload actions on the heap monitor and their thresholds.
+	ShrinkHeapAction            = "envoy.overload_actions.shrink_heap"
+	StopAcceptingRequestsAction = "envoy.overload_actions.stop_accepting_requests"
+	shrinkHeapThreshold         = 0.95
+	stopAcceptingRequestsAtHeap = 0.98
+	overloadRefreshInterval     = 250 * time.Millisecond
+)
 
 // TLS is the proxy's client certificate for the control plane and the CA it
 // trusts, as files mounted into the proxy.
@@ -126,7 +157,12 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 			}}
 		}
 		ctx, err := anyOf(&tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
-			TlsParams:             &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+			// Gatehouse's xDS server accepts TLS 1.3 only; Envoy's client
+			// maximum defaults to 1.2, so both ends are pinned to 1.3.
+			TlsParams: &tlsv3.TlsParameters{
+				TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
+				TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
+			},
 			TlsCertificates:       []*tlsv3.TlsCertificate{{CertificateChain: file(t.CertFile), PrivateKey: file(t.KeyFile)}},
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc},
 			AlpnProtocols:         []string{"h2"},
@@ -159,10 +195,56 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 		},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{xds}},
 	}
+	if bs.OverloadManager, err = overloadManager(o); err != nil {
+		return nil, fmt.Errorf("bootstrap: node %s: %w", o.NodeID, err)
+	}
 	if err := validate.Message(bs); err != nil {
 		return nil, fmt.Errorf("bootstrap: node %s: %w", o.NodeID, err)
 	}
 	return bs, nil
+}
+
+// overloadManager is the best practices' overload manager: a global cap on
+// downstream connections (the downstream_connections monitor, which
+// replaces the deprecated overload.global_downstream_max_connections
+// runtime key, so no layered_runtime is needed), and the fixed_heap
+// monitor's shrink_heap at 95% and stop_accepting_requests at 98%.
+func overloadManager(o Options) (*overloadv3.OverloadManager, error) {
+	conns, heap := o.MaxDownstreamConnections, o.MaxHeapBytes
+	if conns == 0 {
+		conns = DefaultMaxDownstreamConnections
+	}
+	if heap == 0 {
+		heap = DefaultMaxHeapBytes
+	}
+	if conns < 0 {
+		return nil, fmt.Errorf("MaxDownstreamConnections %d: must be positive", conns)
+	}
+	connCfg, err := anyOf(&downstreamconnsv3.DownstreamConnectionsConfig{MaxActiveDownstreamConnections: conns})
+	if err != nil {
+		return nil, err
+	}
+	heapCfg, err := anyOf(&fixedheapv3.FixedHeapConfig{MaxHeapSizeBytes: heap})
+	if err != nil {
+		return nil, err
+	}
+	onHeap := func(action string, at float64) *overloadv3.OverloadAction {
+		return &overloadv3.OverloadAction{Name: action, Triggers: []*overloadv3.Trigger{{
+			Name:         FixedHeapMonitor,
+			TriggerOneof: &overloadv3.Trigger_Threshold{Threshold: &overloadv3.ThresholdTrigger{Value: at}},
+		}}}
+	}
+	return &overloadv3.OverloadManager{
+		RefreshInterval: durationpb.New(overloadRefreshInterval),
+		ResourceMonitors: []*overloadv3.ResourceMonitor{
+			{Name: DownstreamConnectionsMonitor, ConfigType: &overloadv3.ResourceMonitor_TypedConfig{TypedConfig: connCfg}},
+			{Name: FixedHeapMonitor, ConfigType: &overloadv3.ResourceMonitor_TypedConfig{TypedConfig: heapCfg}},
+		},
+		Actions: []*overloadv3.OverloadAction{
+			onHeap(ShrinkHeapAction, shrinkHeapThreshold),
+			onHeap(StopAcceptingRequestsAction, stopAcceptingRequestsAtHeap),
+		},
+	}, nil
 }
 
 // Render returns the Envoy bootstrap for o as YAML, headed by a comment

@@ -162,6 +162,7 @@ func checkShape(t *testing.T, bs *bootstrapv3.Bootstrap) {
 	if a := bs.GetAdmin().GetAddress().GetSocketAddress(); a.GetAddress() != "127.0.0.1" || a.GetPortValue() != 9901 {
 		t.Errorf("admin = %v", a)
 	}
+	checkOverloadDefaults(t, bs)
 }
 
 func TestRender(t *testing.T) {

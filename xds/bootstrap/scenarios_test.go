@@ -99,6 +99,11 @@ func TestScenarioBootstrapShape(t *testing.T) {
 			if alpn := ctx.GetAlpnProtocols(); len(alpn) != 1 || alpn[0] != "h2" {
 				t.Errorf("ALPN %v, want h2", alpn)
 			}
+			// Gatehouse's xDS server accepts TLS 1.3 only, and Envoy's client
+			// maximum defaults to 1.2: both bounds must say 1.3.
+			if p := ctx.GetTlsParams(); p.GetTlsMinimumProtocolVersion() != tlsv3.TlsParameters_TLSv1_3 || p.GetTlsMaximumProtocolVersion() != tlsv3.TlsParameters_TLSv1_3 {
+				t.Errorf("tls_params %v, want TLS 1.3 only", p)
+			}
 		})
 	}
 }
