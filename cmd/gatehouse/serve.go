@@ -190,7 +190,7 @@ func serve(ctx context.Context, name string, p parts, cfg *config.Config, cfgPat
 			return err
 		}
 		gs := grpc.NewServer(
-			grpc.MaxRecvMsgSize(4<<20),
+			grpc.MaxRecvMsgSize(maxCheckRequestBytes),
 			grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		)
@@ -291,6 +291,12 @@ func drainAndStop(requested, ctx context.Context, endLife func(), p *process, se
 
 // stopGracefully stops gs gracefully (in-flight calls complete, clients get
 // GOAWAY), or at once after within or when now closes.
+// maxCheckRequestBytes bounds one CheckRequest: the largest body the mesh
+// config lets Envoy send (mesh.authz.with_request_body.max_bytes, at most
+// 16 MiB) plus room for headers and attributes. Below it, a route sending
+// bodies would have every large upload failed by the gRPC server.
+const maxCheckRequestBytes = 16<<20 + 1<<20
+
 func stopGracefully(gs *grpc.Server, within time.Duration, now <-chan struct{}) {
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()

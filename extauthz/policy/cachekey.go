@@ -210,7 +210,7 @@ func appendHTTPRequest(b []byte, h *authv3.AttributeContext_HttpRequest, r *read
 		case "protocol":
 			b = appendString(b, h.GetProtocol())
 		case "body":
-			b = appendString(b, h.GetBody())
+			b = appendString(b, httpBody(h))
 		case "rawBody":
 			b = appendString(b, string(h.GetRawBody()))
 		}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -266,6 +267,22 @@ func jsonValue(v any, r *reads) (ast.Value, error) {
 		// Anything else (a claim set built in code): the generic path.
 		return ast.InterfaceToValue(x)
 	}
+}
+
+// httpBody is the request body as the string policies read at
+// attributes.request.http.body. Envoy sends it as raw_body when its
+// with_request_body has pack_as_bytes (Gatehouse's translation sets it: a
+// binary body in the string field fails the whole Check, since a proto3
+// string must be UTF-8); a raw body that is UTF-8 text is shown here too,
+// so policies written for the string field keep working.
+func httpBody(h *authv3.AttributeContext_HttpRequest) string {
+	if b := h.GetBody(); b != "" {
+		return b
+	}
+	if raw := h.GetRawBody(); len(raw) > 0 && utf8.Valid(raw) {
+		return string(raw)
+	}
+	return ""
 }
 
 // pathForLog is path without its query string, at most 256 bytes: what
@@ -529,7 +546,7 @@ func httpRequestValue(h *authv3.AttributeContext_HttpRequest, r *reads) (ast.Val
 		obj.Insert(ast.InternedTerm("size"), ast.StringTerm(strconv.FormatInt(n, 10)))
 	}
 	str("protocol", h.GetProtocol())
-	str("body", h.GetBody())
+	str("body", httpBody(h))
 	if b := h.GetRawBody(); len(b) > 0 && r.has("rawBody") {
 		obj.Insert(ast.InternedTerm("rawBody"), ast.StringTerm(base64.StdEncoding.EncodeToString(b)))
 	}

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -221,5 +222,51 @@ deny if to_number(input.attributes.request.http.headers["x-n"]) > 10
 	d, err := e.EvaluateRequest(t.Context(), parityRequest("/", map[string]string{"x-n": "abc"}, ""), nil)
 	if d.Allowed || err == nil {
 		t.Fatalf("allowed=%v err=%v; want an evaluation error and a deny (opa-envoy-plugin allows)", d.Allowed, err)
+	}
+}
+
+// Envoy sends the body as raw_body (Gatehouse sets pack_as_bytes, so a
+// binary body cannot fail the Check). A UTF-8 raw body is also the string
+// attributes.request.http.body, as Envoy would have sent it without
+// pack_as_bytes; a binary one is only rawBody (base64), and parsed_body
+// still works for JSON sent either way.
+func TestBodyFromRawBody(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		body     string
+		raw      []byte
+		wantBody string // JSON of attributes.request.http.body; "" for absent
+		wantRaw  string
+		parsed   string
+	}{
+		{"raw JSON text", "", []byte(`{"a":1}`), `"{\"a\":1}"`, `"eyJhIjoxfQ=="`, `{"a":1}`},
+		{"raw binary upload", "", []byte{0xff, 0xfe, 0x00}, "", `"//4A"`, `null`},
+		{"string body wins", `{"b":2}`, []byte(`{"a":1}`), `"{\"b\":2}"`, `"eyJhIjoxfQ=="`, `{"b":2}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctype := "application/json"
+			if !utf8.Valid(tc.raw) {
+				ctype = "application/octet-stream"
+			}
+			req := parityRequest("/b", map[string]string{"content-type": ctype}, tc.body)
+			req.GetAttributes().GetRequest().GetHttp().RawBody = tc.raw
+			in, err := BuildInput(req, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := inputAt(in, "attributes.request.http.body")
+			switch {
+			case tc.wantBody == "" && body != nil:
+				t.Errorf("body %v, want absent", body)
+			case tc.wantBody != "" && (body == nil || body.Compare(mustJSONValue(t, tc.wantBody)) != 0):
+				t.Errorf("body %v, want %s", body, tc.wantBody)
+			}
+			if raw := inputAt(in, "attributes.request.http.rawBody"); raw == nil || raw.Compare(mustJSONValue(t, tc.wantRaw)) != 0 {
+				t.Errorf("rawBody %v, want %s", raw, tc.wantRaw)
+			}
+			if p := inputAt(in, "parsed_body"); p == nil || p.Compare(mustJSONValue(t, tc.parsed)) != 0 {
+				t.Errorf("parsed_body %v, want %s", p, tc.parsed)
+			}
+		})
 	}
 }

@@ -385,6 +385,9 @@ func TestCacheKeyDeterminesInput(t *testing.T) {
 		func(r *authv3.CheckRequest) { delete(hreq(r).Headers, "content-type") },
 		func(r *authv3.CheckRequest) { hreq(r).Body = `{"qty": 1}`; hreq(r).Headers["content-length"] = "10" },
 		func(r *authv3.CheckRequest) { hreq(r).Headers["x-envoy-auth-partial-body"] = "true" },
+		// Envoy with pack_as_bytes: raw_body only, text or binary.
+		func(r *authv3.CheckRequest) { hreq(r).Body, hreq(r).RawBody = "", []byte(`{"qty": 2}`) },
+		func(r *authv3.CheckRequest) { hreq(r).Body, hreq(r).RawBody = "", []byte{0xff, 0x00, '{'} },
 		func(r *authv3.CheckRequest) { hreq(r).Id = "other" },
 		func(r *authv3.CheckRequest) { hreq(r).Size = 7 },
 		func(r *authv3.CheckRequest) { hreq(r).Host = "other.local" },

@@ -314,3 +314,23 @@ func TestValidateCommand(t *testing.T) {
 		t.Errorf("--help exit %d", code)
 	}
 }
+
+// TestAuthzLargeBinaryBody: Envoy sends bodies as bytes (pack_as_bytes) up
+// to with_request_body.max_bytes (≤ 16 MiB): a 5 MiB binary upload is
+// decided, not refused by gRPC's default 4 MiB message limit.
+func TestAuthzLargeBinaryBody(t *testing.T) {
+	e := startAuthz(t)
+	req := checkRequest("POST", "/public/upload", map[string]string{"content-type": "application/octet-stream"})
+	body := make([]byte, 5<<20)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	req.GetAttributes().GetRequest().GetHttp().RawBody = body
+	resp, err := e.client.Check(context.Background(), req)
+	if err != nil {
+		t.Fatalf("Check with a 5 MiB body: %v", err)
+	}
+	if s := httpStatus(resp); s != 401 && s != 403 && s != 200 {
+		t.Fatalf("status %d", s)
+	}
+}

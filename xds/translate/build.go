@@ -211,7 +211,10 @@ func (b *builder) extAuthz() *extauthzv3.ExtAuthz {
 		StatusOnError: &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
 	}
 	if rb := a.WithRequestBody; rb != nil {
-		ea.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: rb.MaxBytes, AllowPartialMessage: rb.AllowPartial}
+		// pack_as_bytes: as a string a binary body makes the CheckRequest
+		// invalid protobuf (proto3 strings are UTF-8), failing every binary
+		// upload closed; the authz server shows UTF-8 raw bodies as body.
+		ea.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: rb.MaxBytes, AllowPartialMessage: rb.AllowPartial, PackAsBytes: true}
 	}
 	return ea
 }

@@ -331,7 +331,7 @@ func TestExtAuthzFilter(t *testing.T) {
 		if ea.GetStatusOnError().GetCode() != 503 || ea.GetClearRouteCache() {
 			t.Errorf("%s: status_on_error=%v clear_route_cache=%v", id, ea.GetStatusOnError(), ea.GetClearRouteCache())
 		}
-		if b := ea.GetWithRequestBody(); b.GetMaxRequestBytes() != 8192 || !b.GetAllowPartialMessage() {
+		if b := ea.GetWithRequestBody(); b.GetMaxRequestBytes() != 8192 || !b.GetAllowPartialMessage() || !b.GetPackAsBytes() {
 			t.Errorf("%s: with_request_body = %v", id, b)
 		}
 		// The authz cluster speaks HTTP/2: gRPC needs it.
