@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"io"
 	"log/slog"
 	"net/http"
@@ -381,7 +382,7 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	cps := strings.Split(xdsAddrs, ",")
 	if xdsAddrs == "" {
-		cps = []string{cfg.Listen.XDS}
+		cps = []string{dialAddress(cfg.Listen.XDS)}
 	}
 	var out []byte
 	if grpcClient || role == config.RoleGRPC {
@@ -424,4 +425,18 @@ func nodeRole(m *config.Mesh, node string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// dialAddress turns a listen address into one a proxy on this machine can
+// dial: a listener on every interface (":18000", "0.0.0.0:18000", "[::]:…")
+// is reached on loopback.
+func dialAddress(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
