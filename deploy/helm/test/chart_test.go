@@ -72,7 +72,7 @@ func regoFiles(t *testing.T, dir string) map[string]string {
 }
 
 func TestLint(t *testing.T) {
-	for _, rc := range renderCases() {
+	for _, rc := range allCases() {
 		t.Run(rc.name, func(t *testing.T) {
 			helm(t, append([]string{"lint", "--strict", chartDir, "--namespace", rc.ns}, rc.args...)...)
 		})
@@ -99,6 +99,9 @@ func TestRenderFails(t *testing.T) {
 		{"bad anti-affinity", []string{"--set", "podAntiAffinity.mode=sometimes"}, "podAntiAffinity.mode must be"},
 		{"pod killed mid-drain", []string{"--set", "terminationGracePeriodSeconds=14"}, "terminationGracePeriodSeconds (14) must be at least"},
 		{"no shutdown grace", []string{"--set", "shutdown.graceSeconds=0"}, "shutdown.graceSeconds 1 to 300"},
+		{"bad image digest", []string{"--set", "image.digest=latest"}, "digest must be sha256:"},
+		{"GOMEMLIMIT above the limit", []string{"--set", "goMemLimit.percent=120"}, "goMemLimit.percent must be 0 to 100"},
+		{"edge image without tag", []string{"--set", "edge.image.tag="}, "a tag is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(helmBin, append([]string{"template", "x", chartDir}, tc.args...)...)
@@ -166,7 +169,8 @@ type gatehouseConfig struct {
 		Authz       struct{ Address string }
 	}
 	Store *struct {
-		Redis struct {
+		Backend string
+		Redis   struct {
 			Address      string
 			PasswordFile string `json:"password_file"`
 		}
@@ -622,7 +626,12 @@ func checkScaleOut(t *testing.T, r *rendered, dep *appsv1.Deployment) {
 	} else if required != 0 || preferred != 1 {
 		t.Errorf("want preferred pod anti-affinity by default, got %d required, %d preferred", required, preferred)
 	}
-	pdbs := r.all("PodDisruptionBudget")
+	var pdbs []any
+	for _, o := range r.all("PodDisruptionBudget") {
+		if o.(*policyv1.PodDisruptionBudget).Name == r.fullname {
+			pdbs = append(pdbs, o)
+		}
+	}
 	if want > 1 {
 		if len(pdbs) != 1 {
 			t.Fatalf("want one PodDisruptionBudget with %d replicas, got %d", want, len(pdbs))
@@ -661,6 +670,11 @@ func checkRedis(t *testing.T, r *rendered, pod *corev1.PodSpec, gh *corev1.Conta
 		if cfg.Store == nil || cfg.Store.Redis.Address != "redis-master.redis.svc.cluster.local:6379" || redisDep != nil {
 			t.Fatalf("HA: want the external Redis in store.redis and no in-chart Redis; got %+v", cfg.Store)
 		}
+		// Without backend: redis the store section is ignored and every
+		// replica keeps its state in memory.
+		if cfg.Store.Backend != "redis" {
+			t.Errorf("store.backend %q, want redis", cfg.Store.Backend)
+		}
 		// The password file is the mounted Secret key.
 		pf := cfg.Store.Redis.PasswordFile
 		m := mountAt(t, gh, path.Dir(pf))
@@ -684,8 +698,8 @@ func checkRedis(t *testing.T, r *rendered, pod *corev1.PodSpec, gh *corev1.Conta
 		}
 		s := r.get(t, "Service", r.fullname+"-redis").(*corev1.Service)
 		want := fmt.Sprintf("%s.%s.svc.cluster.local:%d", s.Name, r.rc.ns, s.Spec.Ports[0].Port)
-		if cfg.Store == nil || cfg.Store.Redis.Address != want {
-			t.Errorf("store.redis %+v, want address %s", cfg.Store, want)
+		if cfg.Store == nil || cfg.Store.Redis.Address != want || cfg.Store.Backend != "redis" {
+			t.Errorf("store %+v, want backend redis at address %s", cfg.Store, want)
 		}
 		if resolvePort(t, rc, s.Spec.Ports[0].TargetPort) != 6379 || s.Spec.Type != corev1.ServiceTypeClusterIP {
 			t.Errorf("Redis Service %+v", s.Spec)

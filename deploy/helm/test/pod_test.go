@@ -16,6 +16,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // caInstall returns the rendered ca-install init container.
@@ -185,6 +186,7 @@ func TestReplicaBoots(t *testing.T) {
 			r := render(t, rc)
 			cm := r.get(t, "ConfigMap", r.fullname).(*corev1.ConfigMap)
 			cfgPath, policyDir := writeRendered(t, cm)
+			localizeSecretFiles(t, cfgPath)
 			state := t.TempDir()
 			if out, err := runCAInstall(t, caInstall(t, r), secretVolume(t, readCA(t, testCADir)), filepath.Join(state, "ca")); err != nil {
 				t.Fatalf("ca-install: %v\n%s", err, out)
@@ -257,5 +259,39 @@ func waitOK(ctx context.Context, url string) error {
 			return fmt.Errorf("%w; last answer: %s", ctx.Err(), last)
 		case <-time.After(200 * time.Millisecond):
 		}
+	}
+}
+
+// localizeSecretFiles points the secret files the rendered config names
+// (store.redis.password_file, mounted from a Secret in the pod) at local
+// files with the mode the Secret volume gives them, so the config boots
+// outside the cluster.
+func localizeSecretFiles(t *testing.T, cfgPath string) {
+	t.Helper()
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := doc["store"].(map[string]any)
+	rd, _ := st["redis"].(map[string]any)
+	pf, _ := rd["password_file"].(string)
+	if pf == "" {
+		return
+	}
+	local := filepath.Join(t.TempDir(), filepath.Base(pf))
+	if err := os.WriteFile(local, []byte("test-password"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	rd["password_file"] = local
+	out, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, out, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -22,7 +22,84 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/name: {{ include "gatehouse.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: gatehouse
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/*
+Selector labels of one component's pods (gatehouse, edge, redis):
+  include "gatehouse.componentSelector" (list . "edge")
+*/}}
+{{- define "gatehouse.componentSelector" -}}
+{{- $ := index . 0 -}}
+app.kubernetes.io/name: {{ include "gatehouse.name" $ }}
+app.kubernetes.io/instance: {{ $.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{/*
+The labels of one component's pod template: its selector plus the
+standard labels that do not change with every chart or app version (a
+version label on the pod template would restart pods whose image did not
+change).
+*/}}
+{{- define "gatehouse.podLabels" -}}
+{{- $ := index . 0 -}}
+{{ include "gatehouse.componentSelector" . }}
+app.kubernetes.io/part-of: gatehouse
+app.kubernetes.io/managed-by: {{ $.Release.Service }}
+{{- end -}}
+
+{{/*
+An image reference: repository:tag, and @digest when digest is set (the
+digest is what runs; the tag stays for humans).
+  include "gatehouse.imageRef" (dict "image" .Values.edge.image "default" "")
+*/}}
+{{- define "gatehouse.imageRef" -}}
+{{- $img := .image -}}
+{{- $tag := toString (default .default $img.tag) -}}
+{{- if not $tag -}}
+{{- fail (printf "image %s: a tag is required" $img.repository) -}}
+{{- end -}}
+{{- $ref := printf "%s:%s" $img.repository $tag -}}
+{{- with $img.digest -}}
+{{- if not (regexMatch "^sha256:[a-f0-9]{64}$" .) -}}
+{{- fail (printf "image %s: digest must be sha256:<64 hex digits>; got %q" $img.repository .) -}}
+{{- end -}}
+{{- $ref = printf "%s@%s" $ref . -}}
+{{- end -}}
+{{- $ref -}}
+{{- end -}}
+
+{{/*
+GOMEMLIMIT for the gatehouse container, in bytes, or "" for none: the Go
+runtime does not read the cgroup memory limit, so without it the heap may
+grow until the kernel OOM-kills the pod instead of the GC working harder
+first. goMemLimit.value wins; otherwise goMemLimit.percent of
+resources.limits.memory when that is an integer with an optional binary or
+decimal suffix (Ki Mi Gi Ti k M G T); "auto" when it is another quantity
+(the Deployment then uses a resourceFieldRef: the limit itself).
+*/}}
+{{- define "gatehouse.goMemLimit" -}}
+{{- $g := default dict .Values.goMemLimit -}}
+{{- if or (lt (int $g.percent) 0) (gt (int $g.percent) 100) -}}
+{{- fail (printf "goMemLimit.percent must be 0 to 100; got %v" $g.percent) -}}
+{{- end -}}
+{{- $lim := "" -}}
+{{- with .Values.resources -}}{{- with .limits -}}{{- with .memory -}}
+{{- $lim = kindIs "float64" . | ternary (int64 . | toString) (toString .) -}}
+{{- end -}}{{- end -}}{{- end -}}
+{{- if $g.value -}}
+{{- $g.value -}}
+{{- else if and $lim (gt (int $g.percent) 0) -}}
+{{- if regexMatch "^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$" $lim -}}
+{{- $num := regexReplaceAll "^([0-9]+).*$" $lim "${1}" | int64 -}}
+{{- $mult := get (dict "" 1 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000) (regexReplaceAll "^[0-9]+" $lim "") | int64 -}}
+{{- div (mul $num $mult (int $g.percent)) 100 -}}
+{{- else -}}
+auto
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Selector of the gatehouse pods; component distinguishes redis and edge. */}}
@@ -40,8 +117,16 @@ app.kubernetes.io/component: gatehouse
 {{- end -}}
 {{- end -}}
 
+{{- define "gatehouse.edgeServiceAccountName" -}}
+{{- if .Values.edge.serviceAccount.create -}}
+{{- default (printf "%s-edge" (include "gatehouse.fullname" .)) .Values.edge.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.edge.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "gatehouse.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- include "gatehouse.imageRef" (dict "image" .Values.image "default" .Chart.AppVersion) -}}
 {{- end -}}
 
 {{/* <svc>.<namespace>.svc.<clusterDomain> of a chart Service suffix. */}}
@@ -118,7 +203,11 @@ Services' names as defaults, and the store section from .Values.redis.
 {{- end -}}
 {{- if $r.tls }}{{ $_ = set $redis "tls" true }}{{ end -}}
 {{- with $r.keyPrefix }}{{ $_ = set $redis "key_prefix" . }}{{ end -}}
-{{- $_ = set $cfg "store" (dict "redis" $redis) -}}
+{{- /* backend: redis is what turns the store on; without it the section is ignored (memory). */ -}}
+{{- $store := default dict $cfg.store -}}
+{{- $_ = set $store "backend" "redis" -}}
+{{- $_ = set $store "redis" (merge $redis (default dict $store.redis)) -}}
+{{- $_ = set $cfg "store" $store -}}
 {{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}
