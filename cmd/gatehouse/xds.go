@@ -349,6 +349,10 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&certFile, "cert", "", "client certificate file: Envoy's for mTLS to the control plane (with xds.tls), a gRPC client's for its certificate provider")
 	fs.StringVar(&keyFile, "key", "", "client key file (with --cert)")
 	fs.StringVar(&caFile, "ca", "", "CA bundle file the control plane's certificate is checked against")
+	var maxHeap uint64
+	var maxConns int64
+	fs.Uint64Var(&maxHeap, "max-heap", bootstrap.DefaultMaxHeapBytes, "Envoy heap size in bytes the overload manager measures against (shrink heap at 95%, stop accepting requests at 98%): a little under the proxy's memory limit")
+	fs.Int64Var(&maxConns, "max-connections", bootstrap.DefaultMaxDownstreamConnections, "Envoy's cap on open downstream connections across its listeners")
 	check := fs.String("check", "", "instead of printing one, check an Envoy bootstrap FILE strictly against Envoy's protos (unknown fields, validation rules, every typed_config)")
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
@@ -388,7 +392,11 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if grpcClient || role == config.RoleGRPC {
 		out, err = bootstrap.RenderGRPC(bootstrap.GRPCOptions{NodeID: node, ControlPlane: cps[0], Fallbacks: cps[1:], Insecure: !cfg.XDS.TLS.Enabled, CertFile: certFile, KeyFile: keyFile, CAFile: caFile})
 	} else {
-		o := bootstrap.Options{NodeID: node, Cluster: role, ControlPlane: cps, AdminAddress: admin}
+		if maxHeap == 0 || maxConns <= 0 {
+			fmt.Fprintln(stderr, "gatehouse bootstrap: --max-heap and --max-connections must be positive")
+			return 2
+		}
+		o := bootstrap.Options{NodeID: node, Cluster: role, ControlPlane: cps, AdminAddress: admin, MaxHeapBytes: maxHeap, MaxDownstreamConnections: maxConns}
 		if cfg.XDS.TLS.Enabled {
 			if certFile == "" || keyFile == "" || caFile == "" {
 				fmt.Fprintln(stderr, "gatehouse bootstrap: xds.tls is enabled: --cert, --key and --ca are required (issue them with `gatehouse ca issue`)")

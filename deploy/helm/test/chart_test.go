@@ -798,7 +798,7 @@ func checkEdge(t *testing.T, r *rendered, cm *corev1.ConfigMap, cfg *gatehouseCo
 	xdsSvc := r.get(t, "Service", r.fullname+"-xds").(*corev1.Service)
 	addr := fmt.Sprintf("%s.%s.svc.cluster.local:%d", xdsSvc.Name, r.rc.ns, xdsSvc.Spec.Ports[0].Port)
 	cfgPath, _ := writeRendered(t, cm)
-	args := []string{"bootstrap", "--config", cfgPath, "--node", "edge", "--xds", addr}
+	args := []string{"bootstrap", "--config", cfgPath, "--node", "edge", "--xds", addr, "--max-heap", "209715200", "--max-connections", "50000"}
 	tlsFiles := map[string]string{}
 	if cfg.XDS.TLS.Enabled {
 		tlsFiles = map[string]string{"--cert": "/etc/envoy-xds-tls/tls.crt", "--key": "/etc/envoy-xds-tls/tls.key", "--ca": "/etc/envoy-xds-tls/ca.crt"}
