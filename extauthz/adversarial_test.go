@@ -1,7 +1,6 @@
 package extauthz
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/hmac"
@@ -15,34 +14,14 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/logging/logtest"
 )
-
-// syncBuffer collects log output written from the gRPC server goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// take returns what was logged since the last call.
-func (s *syncBuffer) take() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := s.b.String()
-	s.b.Reset()
-	return out
-}
 
 func b64url(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
@@ -75,7 +54,7 @@ func mustMarshal(t *testing.T, v any) []byte {
 // `WWW-Authenticate: Bearer error="invalid_token"`, and the decision log line
 // must give a reason but never any part of the token.
 func TestCheckRejectsForgedTokens(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	f := newFixture(t, WithLogger(slog.New(slog.NewJSONHandler(logs, nil))))
 	idp := f.idp
 	claims := userClaims(idp, "reader")
@@ -131,7 +110,7 @@ func TestCheckRejectsForgedTokens(t *testing.T) {
 	for _, tc := range tokens {
 		for _, path := range []string{"/public/logo.png", "/api/orders"} {
 			t.Run(tc.name+" "+path, func(t *testing.T) {
-				logs.take()
+				logs.Take()
 				resp, err := f.client.Check(context.Background(), request("GET", path, map[string]string{"authorization": "Bearer " + tc.token}))
 				if err != nil {
 					t.Fatalf("Check: %v", err)
@@ -146,7 +125,7 @@ func TestCheckRejectsForgedTokens(t *testing.T) {
 				if got := headerMap(denied.GetHeaders())["www-authenticate"]; got != `Bearer error="invalid_token"` {
 					t.Errorf("www-authenticate = %q", got)
 				}
-				line := logs.take()
+				line := logs.Take()
 				assertDecisionLogClean(t, line, tc.token)
 				var entry map[string]any
 				if err := json.Unmarshal([]byte(strings.TrimSpace(line)), &entry); err != nil {
@@ -160,12 +139,12 @@ func TestCheckRejectsForgedTokens(t *testing.T) {
 	}
 
 	// An accepted token is not logged either.
-	logs.take()
+	logs.Take()
 	resp, err := f.client.Check(context.Background(), request("GET", "/api/orders", map[string]string{"authorization": "Bearer " + valid}))
 	if err != nil || resp.GetOkResponse() == nil {
 		t.Fatalf("valid token: %v %v", resp, err)
 	}
-	assertDecisionLogClean(t, logs.take(), valid)
+	assertDecisionLogClean(t, logs.Take(), valid)
 }
 
 // assertDecisionLogClean fails if the log contains the token or any of its

@@ -1,7 +1,6 @@
 package extauthz
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -19,6 +18,8 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/extauthz/jwt"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/policy"
 	"github.com/gatehouse-proxy/gatehouse/test/testidp"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/logging/logtest"
 )
 
 const (
@@ -28,19 +29,6 @@ const (
 	assertIssue = "https://gatehouse.gatehouse.local"
 	hAssertion  = "x-gatehouse-assertion"
 )
-
-// lockedBuffer collects the decision log across gRPC goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // shiftClock is real time plus an offset tests move forward.
 type shiftClock struct {
@@ -61,13 +49,13 @@ type chainEnv struct {
 	idp    *testidp.IDP
 	keys   *assertion.KeySet
 	clock  *shiftClock
-	log    *lockedBuffer
+	log    *logtest.Buffer
 }
 
 func newChainEnv(t *testing.T, withVerifier bool) *chainEnv {
 	t.Helper()
 	ctx := context.Background()
-	e := &chainEnv{idp: testidp.New(t), clock: &shiftClock{}, log: &lockedBuffer{}}
+	e := &chainEnv{idp: testidp.New(t), clock: &shiftClock{}, log: &logtest.Buffer{}}
 	logger := slog.New(slog.NewJSONHandler(e.log, nil))
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 

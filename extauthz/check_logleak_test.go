@@ -13,6 +13,8 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/extauthz/identity"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/jwt"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/policy"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/logging/logtest"
 )
 
 // leakWindow is the length of the substrings of a secret looked for in the
@@ -40,9 +42,9 @@ func findLeak(logs, secret string) string {
 // debugServer is the fixture's Server rebuilt with its policy engine, its
 // JWT verifier and itself logging at DEBUG into one buffer, as `gatehouse
 // authz` wires them with log.level debug.
-func debugServer(t *testing.T, f *fixture) (authv3.AuthorizationClient, *lockedBuffer) {
+func debugServer(t *testing.T, f *fixture) (authv3.AuthorizationClient, *logtest.Buffer) {
 	t.Helper()
-	buf := &lockedBuffer{}
+	buf := &logtest.Buffer{}
 	dbg := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx := context.Background()
 	engine, err := policy.New(ctx, policy.WithDir(f.policyDir), policy.WithQuery("data.envoy.authz.decision"),

@@ -9,28 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/logging/logtest"
 )
-
-// lockedWriter collects what runServer writes from its goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
 
 // authzConfig writes a `gatehouse authz` config on loopback ports with an
 // allow-all policy and extra appended, and returns its path.
@@ -80,10 +63,10 @@ func getStatus(url string) (int, string, error) {
 
 // startAuthzInProcess runs `gatehouse authz` in this process until the
 // returned cancel is called; exited yields its exit code.
-func startAuthzInProcess(t *testing.T, args ...string) (admin string, cancel func(), exited <-chan int, stderr *lockedWriter) {
+func startAuthzInProcess(t *testing.T, args ...string) (admin string, cancel func(), exited <-chan int, stderr *logtest.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout, stderr := &lockedWriter{}, &lockedWriter{}
+	stdout, stderr := &logtest.Buffer{}, &logtest.Buffer{}
 	code, done := make(chan int, 1), make(chan struct{})
 	go func() {
 		defer close(done)

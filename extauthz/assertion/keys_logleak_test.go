@@ -1,7 +1,6 @@
 package assertion
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -10,27 +9,20 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/extauthz/jwt"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/logging/logtest"
 )
-
-type syncLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *syncLog) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // TestLogLeakAssertionKeys: a key set, its minter and a verifier, all
 // logging at DEBUG, through minting, verifying good, tampered, expired and
 // misdirected assertions and two key rotations. No window of a signing
 // key (keys.json's PKCS #8) nor of an assertion may be logged.
 func TestLogLeakAssertionKeys(t *testing.T) {
-	logs := &syncLog{}
+	logs := &logtest.Buffer{}
 	dbg := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	clk := &clock{t: time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)}
 	dir := filepath.Join(t.TempDir(), "assertion")

@@ -26,6 +26,8 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/extauthz/oidc"
 	"github.com/gatehouse-proxy/gatehouse/extauthz/policy"
 	"github.com/gatehouse-proxy/gatehouse/test/dex"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/logging/logtest"
 )
 
 const (
@@ -99,32 +101,14 @@ type env struct {
 	clock     *clock
 	transport *countingTransport
 	keys      [][]byte
-	logs      *logBuffer // everything the flow and the server logged
-}
-
-// logBuffer collects log output for assertions (no secret may appear).
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	logs      *logtest.Buffer // everything the flow and the server logged
 }
 
 type envOption func(*oidc.Config)
 
 func newEnv(t testing.TB, providers []oidc.ProviderConfig, opts ...envOption) *env {
 	t.Helper()
-	e := &env{t: t, clock: &clock{}, transport: &countingTransport{}, keys: [][]byte{newKey(t)}, logs: &logBuffer{}}
+	e := &env{t: t, clock: &clock{}, transport: &countingTransport{}, keys: [][]byte{newKey(t)}, logs: &logtest.Buffer{}}
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := oidc.Config{Providers: providers, CookieKeys: e.keys}
 	for _, o := range opts {

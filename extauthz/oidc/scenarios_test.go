@@ -18,6 +18,8 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/internal/store"
 	"github.com/gatehouse-proxy/gatehouse/internal/store/redistest"
 	"github.com/gatehouse-proxy/gatehouse/test/scriptedidp"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/logging/logtest"
 )
 
 const sessionCookie = oidc.DefaultCookiePrefix + "-corp"
@@ -384,7 +386,7 @@ func replica(t *testing.T, idp *scriptedIdP, keys [][]byte, st store.Store, tr *
 // in tr).
 func replicaVia(t *testing.T, idp *scriptedIdP, keys [][]byte, st store.Store, rt http.RoundTripper, tr *countingTransport, clk *clock) *env {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts := append([]oidc.Option{}, oidc.WithClock(clk.fn()), oidc.WithLogger(logger),
 		oidc.WithHTTPClient(&http.Client{Transport: rt, Timeout: 10 * time.Second}))

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,27 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gatehouse-proxy/gatehouse/internal/store/redistest"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/logging/logtest"
 )
-
-// syncBuffer is a log sink shared by the store's goroutines and go-redis.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // TestLogLeakRedisPassword: a store on a real redis-server with
 // requirepass, connecting, losing and regaining the server, failing AUTH
@@ -41,7 +28,7 @@ func TestLogLeakRedisPassword(t *testing.T) {
 	pw := func() string { b := make([]byte, 24); _, _ = rand.Read(b); return "pw-" + hex.EncodeToString(b) }
 	right, wrong := pw(), pw()
 	srv := redistest.StartWith(t, redistest.Options{Args: []string{"--requirepass", right}})
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	dbg := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	redis.SetLogger(RedisLog{L: dbg})
 	t.Cleanup(func() { redis.SetLogger(RedisLog{L: slog.Default()}) })

@@ -1,13 +1,11 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/pem"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -20,26 +18,16 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/xds/cache"
 	"github.com/gatehouse-proxy/gatehouse/xds/cache/cachetest"
 	"github.com/gatehouse-proxy/gatehouse/xds/server"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/logging/logtest"
 )
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedLog) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // debugHarness is newHarness with the cache, go-control-plane (through
 // cache.GCPLogger, which server.New installs) and the server logging at
 // DEBUG into one buffer.
-func debugHarness(t *testing.T, nodeID string, c *cachetest.Certs) (*harness, *lockedLog) {
+func debugHarness(t *testing.T, nodeID string, c *cachetest.Certs) (*harness, *logtest.Buffer) {
 	t.Helper()
-	logs := &lockedLog{}
+	logs := &logtest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cc := cache.New(log)
 	if err := cc.SetResources(context.Background(), nodeID, cachetest.Set(c, "10.0.0.1:1")); err != nil {
