@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/internal/logging/logtest"
+
+	"github.com/gatehouse-proxy/gatehouse/test/testkit"
 )
 
 // authzConfig writes a `gatehouse authz` config on loopback ports with an
@@ -35,21 +37,8 @@ func authzConfig(t *testing.T, extra string) string {
 	return cfg
 }
 
-// poll polls cond until it holds; the deadline only bounds a failure.
-func poll(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// poll is testkit.Eventually.
+func poll(t *testing.T, what string, cond func() error) { testkit.Eventually(t, what, cond) }
 
 func getStatus(url string) (int, string, error) {
 	resp, err := http.Get(url)

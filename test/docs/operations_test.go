@@ -28,6 +28,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gatehouse-proxy/gatehouse/internal/store/redistest"
+
+	"github.com/gatehouse-proxy/gatehouse/test/testkit"
 )
 
 // Metrics whose series exist only after an event this test does not cause
@@ -289,19 +291,7 @@ func waitReady(t *testing.T, base string) {
 	}
 }
 
-func get(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
+func get(t *testing.T, url string) string { return testkit.Get(t, url) }
 
 // scrape returns the metric family names /metrics shows.
 func scrape(t *testing.T, base string) map[string]bool {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/test/gatehousebin"
+
+	"github.com/gatehouse-proxy/gatehouse/test/testkit"
 )
 
 // binary is the gatehouse binary built once for all tests in this package.
@@ -108,22 +110,8 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
-// eventually polls cond until it holds or the deadline passes. The
-// deadline only bounds a failure; it asserts nothing about speed.
-func eventually(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// eventually is testkit.Eventually.
+func eventually(t *testing.T, what string, cond func() error) { testkit.Eventually(t, what, cond) }
 
 // copyDir copies the regular files of src (recursively) into dst.
 func copyDir(t *testing.T, src, dst string) {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,6 +29,8 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/test/testbackend"
 	"github.com/gatehouse-proxy/gatehouse/xds/cache"
 	"github.com/gatehouse-proxy/gatehouse/xds/validate"
+
+	"github.com/gatehouse-proxy/gatehouse/test/testkit"
 )
 
 // Parts of the configs of the xDS tests (meshTemplate, replicaTemplate)
@@ -290,19 +291,7 @@ func testCARotation(t *testing.T, adminAddr, state string) {
 	})
 }
 
-func httpGet(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
+func httpGet(t *testing.T, url string) string { return testkit.Get(t, url) }
 
 // openADS opens a SotW ADS stream to addr over creds; stop ends the stream
 // and its connection. A stream that cannot be opened is an error, for the

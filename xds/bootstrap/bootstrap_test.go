@@ -105,6 +105,23 @@ func TestShippedBootstraps(t *testing.T) {
 }
 
 // parseStrict is bootstrap.Parse for tests.
+// renderWant renders opts: with wantErr set the error must contain it (nil
+// is returned), else the bootstrap must render and parse strictly.
+func renderWant(t *testing.T, opts bootstrap.Options, wantErr string) *bootstrapv3.Bootstrap {
+	t.Helper()
+	out, err := bootstrap.Render(opts)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("err = %v, want %q", err, wantErr)
+		}
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parseStrict(t, out)
+}
+
 func parseStrict(t *testing.T, data []byte) *bootstrapv3.Bootstrap {
 	t.Helper()
 	bs, err := bootstrap.Parse(data)
@@ -198,17 +215,11 @@ func TestRender(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, err := bootstrap.Render(tt.opts)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tt.wantErr)
-				}
+			bs := renderWant(t, tt.opts, tt.wantErr)
+			if bs == nil {
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			tt.check(t, parseStrict(t, out))
+			tt.check(t, bs)
 		})
 	}
 }

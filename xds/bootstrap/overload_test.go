@@ -1,7 +1,6 @@
 package bootstrap_test
 
 import (
-	"strings"
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -84,17 +83,10 @@ func TestOverloadManager(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, err := bootstrap.Render(tt.opts)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tt.wantErr)
-				}
+			bs := renderWant(t, tt.opts, tt.wantErr)
+			if bs == nil {
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			bs := parseStrict(t, out)
 			conns, heap, actions := overloadLimits(t, bs)
 			if conns != tt.wantConns || heap != tt.wantHeap {
 				t.Errorf("limits = %d connections, %d heap bytes; want %d, %d", conns, heap, tt.wantConns, tt.wantHeap)
