@@ -83,18 +83,21 @@ func bearerToken(headers map[string]string) (token string, present bool, err err
 	if !ok {
 		return "", false, nil
 	}
-	scheme, rest, found := strings.Cut(v, " ")
-	if !found {
+	const scheme = "bearer"
+	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
+		return "", false, nil // another scheme, or "Bearer" alone: no token
+	}
+	rest := v[len(scheme):]
+	switch rest[0] {
+	case ' ':
+		rest = rest[1:]
+	case '\t':
 		// "Bearer<TAB>token" is no valid header, but it carries a token a
 		// lenient upstream might take as verified here: refuse it rather
 		// than pass it on as an anonymous request's header.
-		if s, _, tab := strings.Cut(v, "\t"); tab && strings.EqualFold(s, "bearer") {
-			return "", true, errors.New("malformed Authorization header")
-		}
-		return "", false, nil
-	}
-	if !strings.EqualFold(scheme, "bearer") {
-		return "", false, nil
+		return "", true, errors.New("malformed Authorization header")
+	default:
+		return "", false, nil // "Bearerx…": another scheme
 	}
 	// Envoy joins repeated headers with ","; two tokens are ambiguous.
 	// (Three vectorised byte searches: ContainsAny walks a token byte by byte.)
