@@ -256,16 +256,20 @@ func crossSite(r *Request) bool {
 		return false
 	}
 	u, err := url.Parse(origin)
-	return err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host)
+	// Hosts as the rest of the flow compares them: case and a default
+	// port (":443" on https) do not make another site.
+	return err != nil || u.Host == "" || normalizeHost(u.Host, u.Scheme) != normalizeHost(r.Host, u.Scheme)
 }
 
 // logoutConfirmPage asks the user to confirm with a same-site POST. It may
-// not be framed, so a page elsewhere cannot trick a click on it.
+// not be framed, so a page elsewhere cannot trick a click on it. No
+// form-action: the POST is redirected to the IdP's end_session_endpoint,
+// and browsers apply form-action to that redirect too.
 func logoutConfirmPage(logoutPath string) *Response {
 	h := http.Header{}
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'none'; form-action 'self'; frame-ancestors 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	body := `<!doctype html><meta charset="utf-8"><title>Sign out</title>` +
 		`<form method="post" action="` + html.EscapeString(logoutPath) + `"><button type="submit">Sign out</button></form>` + "\n"
