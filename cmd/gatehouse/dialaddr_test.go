@@ -16,7 +16,7 @@ func TestDialAddress(t *testing.T) {
 		"[::1]:18000":         "[::1]:18000",
 		"no-port":             "no-port",
 	} {
-		if got := dialAddress(in); got != want {
+		if got := dialAddress(in, "127.0.0.1"); got != want {
 			t.Errorf("dialAddress(%q) = %q, want %q", in, got, want)
 		}
 	}

@@ -324,7 +324,7 @@ func printEnvoyHint(w io.Writer, cfgPath string, cfg *config.Config) {
 		return
 	}
 	fmt.Fprintf(w, "Envoy nodes in this config: %s. Start one with:\n  gatehouse bootstrap --config %s --node %s --xds %s > envoy.yaml && envoy -c envoy.yaml\n",
-		strings.Join(nodes, ", "), cfgPath, nodes[0], dialAddress(cfg.Listen.XDS))
+		strings.Join(nodes, ", "), cfgPath, nodes[0], dialAddress(cfg.Listen.XDS, "127.0.0.1"))
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -384,12 +385,20 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "gatehouse bootstrap: %s: no proxy named %q in mesh.edges, mesh.sidecars or mesh.grpc_clients\n", cf.config, node)
 		return 1
 	}
+	asGRPC := grpcClient || role == config.RoleGRPC
 	cps := strings.Split(xdsAddrs, ",")
 	if xdsAddrs == "" {
-		cps = []string{dialAddress(cfg.Listen.XDS)}
+		loopback := "127.0.0.1"
+		if asGRPC && cfg.XDS.TLS.Enabled {
+			// grpc-go checks the dialled name against the server's
+			// certificate, which names xds.tls.dns_names, no IP (Envoy
+			// matches the SPIFFE URI SAN instead).
+			loopback = tlsLoopbackName(cfg.XDS.TLS.DNSNames)
+		}
+		cps = []string{dialAddress(cfg.Listen.XDS, loopback)}
 	}
 	var out []byte
-	if grpcClient || role == config.RoleGRPC {
+	if asGRPC {
 		out, err = bootstrap.RenderGRPC(bootstrap.GRPCOptions{NodeID: node, ControlPlane: cps[0], Fallbacks: cps[1:], Insecure: !cfg.XDS.TLS.Enabled, CertFile: certFile, KeyFile: keyFile, CAFile: caFile})
 	} else {
 		if maxHeap == 0 || maxConns <= 0 {
@@ -435,16 +444,25 @@ func nodeRole(m *config.Mesh, node string) (string, bool) {
 	return "", false
 }
 
-// dialAddress turns a listen address into one a proxy on this machine can
-// dial: a listener on every interface (":18000", "0.0.0.0:18000", "[::]:…")
-// is reached on loopback.
-func dialAddress(listen string) string {
+// dialAddress turns a listen address into one a client on this machine
+// can dial: a listener on every interface (":18000", "0.0.0.0:18000",
+// "[::]:…") is reached at loopback.
+func dialAddress(listen, loopback string) string {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return listen
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
+		host = loopback
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// tlsLoopbackName is the name a local gRPC client dials so the xDS
+// server's certificate matches: localhost when it is among the names.
+func tlsLoopbackName(dnsNames []string) string {
+	if len(dnsNames) == 0 || slices.Contains(dnsNames, "localhost") {
+		return "localhost"
+	}
+	return dnsNames[0]
 }
