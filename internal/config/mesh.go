@@ -106,9 +106,17 @@ type Edge struct {
 	NormalizePath *bool `yaml:"normalize_path"`
 	// MergeSlashes collapses "//" in paths before routing and authz. Default
 	// true. Both defaults keep policy and upstream reading the same path.
-	MergeSlashes *bool   `yaml:"merge_slashes"`
-	Routes       []Route `yaml:"routes"`
+	MergeSlashes *bool `yaml:"merge_slashes"`
+	// TrustedProxyHops is how many proxies in front of the edge (an L7 load
+	// balancer, a CDN) append to X-Forwarded-For: the client address is
+	// taken that many entries from its right end. Default 0: nothing in
+	// front is trusted and the peer address is the client's. At most 5.
+	TrustedProxyHops uint32  `yaml:"trusted_proxy_hops"`
+	Routes           []Route `yaml:"routes"`
 }
+
+// MaxTrustedProxyHops bounds mesh.edges[].trusted_proxy_hops.
+const MaxTrustedProxyHops = 5
 
 // EdgeTLS is the edge's server certificate, issued by Gatehouse's CA.
 type EdgeTLS struct {
@@ -357,6 +365,9 @@ func (m *Mesh) validateEdge(p *Problems, at string, e *Edge, services map[string
 		p.Addf(at+".name", "%v", err)
 	}
 	checkListen(p, at+".listen", e.Listen)
+	if e.TrustedProxyHops > MaxTrustedProxyHops {
+		p.Addf(at+".trusted_proxy_hops", "must be 0 to %d; got %d", MaxTrustedProxyHops, e.TrustedProxyHops)
+	}
 	if err := checkName(e.TLS.Cert); err != nil {
 		p.Addf(at+".tls.cert", "%v", err)
 	}

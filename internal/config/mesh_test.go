@@ -101,6 +101,7 @@ func TestMeshRejections(t *testing.T) {
 		{"route duplicate", "          service: orders\n  sidecars", "          service: orders\n        - path_prefix: /\n          service: orders\n  sidecars", "test.yaml:18", "duplicate route"},
 		{"edge listen hostname", "    - name: edge\n", "    - name: edge\n      listen: edge:8443\n", "test.yaml:13", "listeners bind an IP address"},
 		{"edge no dns names", "dns_names: [shop.example.com]", "dns_names: []", "test.yaml:14", "at least one DNS name"},
+		{"edge trusts too many hops", "    - name: edge\n", "    - name: edge\n      trusted_proxy_hops: 6\n", "test.yaml:13", "mesh.edges[0].trusted_proxy_hops: must be 0 to 5"},
 		{"edges share a cert with other names", "  sidecars:\n", "    - name: edge-b\n      tls: {cert: edge, dns_names: [b.example.com]}\n      routes: [{path_prefix: /, service: orders}]\n  sidecars:\n", "test.yaml:19", `certificate "edge" is also used by mesh.edges[0]`},
 		{"edge no routes", "      routes:\n        - path_prefix: /\n          service: orders\n", "      routes: []\n", "test.yaml:15", "at least one route"},
 		{"sidecar unknown service", "    - service: orders\n", "    - service: payments\n", "test.yaml:19", `unknown service "payments"`},

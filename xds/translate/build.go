@@ -589,6 +589,10 @@ func (b *builder) edge(e *config.Edge) (*node, error) {
 	h := b.hcm("edge_"+e.Name, rc.GetName(), b.authzFilters)
 	harden(h, config.Enabled(e.NormalizePath), config.Enabled(e.MergeSlashes))
 	hardenEdge(h)
+	// Proxies in front of the edge that the operator vouches for: Envoy
+	// then takes the client address from X-Forwarded-For, that many hops
+	// from the right (what it also passes to ext_authz as the source).
+	h.XffNumTrustedHops = e.TrustedProxyHops
 	secret := EdgeServerSecretName(e.TLS.Cert)
 	n.secrets[secret] = SecretSpec{Name: secret, Kind: SecretEdgeServer, DNSNames: slices.Clone(e.TLS.DNSNames)}
 	ts := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{

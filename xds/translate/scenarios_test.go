@@ -845,3 +845,24 @@ func TestScenarioDuplicateNodeIDsRefused(t *testing.T) {
 		})
 	}
 }
+
+// An edge behind a load balancer trusts that many X-Forwarded-For hops
+// (mesh.edges[].trusted_proxy_hops); the default, and every sidecar,
+// trusts none: the peer address is the client's.
+func TestScenarioTrustedProxyHops(t *testing.T) {
+	for _, hops := range []uint32{0, 2} {
+		yaml := strings.Replace(scenarioMesh, "    - name: edge\n", fmt.Sprintf("    - name: edge\n      trusted_proxy_hops: %d\n", hops), 1)
+		res, err := translate.Translate(parseMesh(t, yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		edge := hcmOf(t, find[*listenerv3.Listener](t, node(t, res, "edge").Listeners, translate.EdgeListenerName))
+		if got := edge.GetXffNumTrustedHops(); got != hops {
+			t.Errorf("edge xff_num_trusted_hops = %d, want %d", got, hops)
+		}
+		inbound := hcmOf(t, find[*listenerv3.Listener](t, node(t, res, "api").Listeners, translate.InboundListenerName))
+		if got := inbound.GetXffNumTrustedHops(); got != 0 {
+			t.Errorf("sidecar xff_num_trusted_hops = %d, want 0", got)
+		}
+	}
+}
