@@ -246,9 +246,11 @@ func (f *Flow) backChannelViaCheck(ctx context.Context, r *Request) *Response {
 // taken as this site's.
 func crossSite(r *Request) bool {
 	switch r.header("sec-fetch-site") {
-	case "cross-site":
+	case "cross-site", "same-site":
+		// same-site is another origin of the site (a sibling subdomain,
+		// perhaps user content): it gets the confirmation page too.
 		return true
-	case "same-origin", "same-site", "none":
+	case "same-origin", "none":
 		return false
 	}
 	origin := r.header("origin")

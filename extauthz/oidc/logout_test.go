@@ -397,6 +397,7 @@ func TestLogoutCSRF(t *testing.T) {
 	stillIn("cross-site GET")
 	for name, h := range map[string][2]string{
 		"Sec-Fetch-Site cross-site": {"sec-fetch-site", "cross-site"},
+		"Sec-Fetch-Site same-site":  {"sec-fetch-site", "same-site"},
 		"Origin of another host":    {"origin", "https://evil.example"},
 		"Origin null":               {"origin", "null"},
 	} {
