@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/test/gatehousebin"
+	"github.com/gatehouse-proxy/gatehouse/test/testkit"
 )
 
 // binary is the gatehouse binary, built once for the package.
@@ -37,14 +38,8 @@ var readmes = []string{
 	"deploy/helm/gatehouse/README.md",
 }
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
+// repoRoot is testkit.RepoRoot.
+func repoRoot(t *testing.T) string { return testkit.RepoRoot(t) }
 
 // block is one fenced code block.
 type block struct {

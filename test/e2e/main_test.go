@@ -137,11 +137,5 @@ func copyDir(t *testing.T, src, dst string) {
 }
 
 // repoRoot is the repository root, two levels above this package.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
+// repoRoot is testkit.RepoRoot.
+func repoRoot(t *testing.T) string { return testkit.RepoRoot(t) }

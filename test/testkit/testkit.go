@@ -5,9 +5,22 @@ package testkit
 import (
 	"io"
 	"net/http"
+	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
+
+// RepoRoot is the repository's root directory, found from this file's
+// place in it (test/testkit), whatever package's test asks.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("testkit: cannot locate the repository")
+	}
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
 
 // Eventually polls cond until it returns nil, failing the test with what
 // and the last error after 30 s. The deadline only bounds a failure; it
